@@ -1,0 +1,63 @@
+"""Prompt text for LLaVA-Video: the time instruction and the qwen_1_5 ChatML conversation.
+
+The time instruction is the one LLaVA-Video was trained with (LLaVA-NeXT llava/train/train.py and
+docs/LLaVA_Video_1003.md): timestamps joined with "," and no space before "Please". Note that
+../shared/reference/llava-video.md writes the join as ", "; the official code, which is what the released
+checkpoints saw in training, uses ",", so we follow the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+VIDEO_TOKEN = "<video>"
+"""Placeholder the engine expands to the video's embeddings (layout.num_video_tokens copies)."""
+IMAGE_TAG = "<image>"
+"""The tag LLaVA-Video-178K records use where the visual input goes."""
+
+
+def time_instruction(duration: float, timestamps: Sequence[float]) -> str:
+    """The exact LLaVA-Video time instruction for a video of `duration` seconds sampled at `timestamps`."""
+    located = ",".join(f"{t:.2f}s" for t in timestamps)
+    return (
+        f"The video lasts for {duration:.2f} seconds, and {len(timestamps)} frames are uniformly sampled "
+        f"from it. These frames are located at {located}.Please answer the following questions related "
+        "to this video."
+    )
+
+
+def video_user_turn(question: str, duration: float | None, timestamps: Sequence[float] | None) -> str:
+    """User message content as in training: "<video>\\n{time_instruction}\\n{question}".
+
+    Without timing information (duration/timestamps unknown) the time instruction is left out.
+    """
+    if duration is None or not timestamps:
+        return f"{VIDEO_TOKEN}\n{question}"
+    return f"{VIDEO_TOKEN}\n{time_instruction(duration, timestamps)}\n{question}"
+
+
+def chatml(
+    messages: Sequence[tuple[str, str]], system: str | None = SYSTEM_PROMPT, generation: bool = True
+) -> str:
+    """Render (role, content) turns in the qwen_1_5 ChatML template LLaVA-Video uses.
+
+    With `generation` the prompt ends with the opened assistant turn, ready for decoding.
+    """
+    parts = []
+    if system is not None:
+        parts.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+    for role, content in messages:
+        if role not in ("user", "assistant", "system"):
+            raise ValueError(f"unknown chat role {role!r}; use user, assistant or system")
+        parts.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+    if generation:
+        parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
+
+
+def video_question_prompt(
+    question: str, duration: float | None = None, timestamps: Sequence[float] | None = None
+) -> str:
+    """Full prompt for one question about one video."""
+    return chatml([("user", video_user_turn(question, duration, timestamps))])
