@@ -8,9 +8,7 @@ import typer
 
 from videoqa.model.layout import LayoutError, VideoLayout, num_video_tokens
 
-model_app = typer.Typer(
-    help="LLaVA-Video model: token layout, tiny checkpoints, conversion.", no_args_is_help=True
-)
+model_app = typer.Typer(help="LLaVA-Video model: token layout, tiny checkpoints, conversion.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,9 +19,7 @@ def register(app: typer.Typer) -> None:
 @model_app.command("tokens")
 def tokens(
     frames: int = typer.Option(..., "--frames", min=1, help="Number of frames in the video."),
-    checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="Read the layout and grid from a checkpoint."
-    ),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Read the layout and grid from a checkpoint."),
     grid: int = typer.Option(27, "--grid", min=1, help="Vision patch grid side (27 for SigLIP-384)."),
     pool_mode: str = typer.Option("average", "--pool-mode", help="average | bilinear | max"),
     pool_stride: int = typer.Option(2, "--pool-stride", min=1),

@@ -37,9 +37,7 @@ def video_user_turn(question: str, duration: float | None, timestamps: Sequence[
     return f"{VIDEO_TOKEN}\n{time_instruction(duration, timestamps)}\n{question}"
 
 
-def chatml(
-    messages: Sequence[tuple[str, str]], system: str | None = SYSTEM_PROMPT, generation: bool = True
-) -> str:
+def chatml(messages: Sequence[tuple[str, str]], system: str | None = SYSTEM_PROMPT, generation: bool = True) -> str:
     """Render (role, content) turns in the qwen_1_5 ChatML template LLaVA-Video uses.
 
     With `generation` the prompt ends with the opened assistant turn, ready for decoding.
@@ -61,3 +59,15 @@ def video_question_prompt(
 ) -> str:
     """Full prompt for one question about one video."""
     return chatml([("user", video_user_turn(question, duration, timestamps))])
+
+
+def expand_video_placeholders(input_ids: Sequence[int], video_token_id: int, token_counts: Sequence[int]) -> list[int]:
+    """Replace the i-th single `<video>` id with token_counts[i] copies (what vLLM's processor does)."""
+    positions = [i for i, t in enumerate(input_ids) if t == video_token_id]
+    if len(positions) != len(token_counts):
+        raise ValueError(f"prompt has {len(positions)} <video> placeholders but {len(token_counts)} videos were given")
+    out: list[int] = []
+    videos = iter(token_counts)
+    for t in input_ids:
+        out.extend([t] * next(videos) if t == video_token_id else [t])
+    return out
