@@ -1,0 +1,18 @@
+"""vLLM general plugin: teaches every vLLM process our checkpoint's config and model class.
+
+Registered via the `vllm.general_plugins` entry point; vLLM calls it in the front-end, engine-core and
+worker processes, possibly more than once, so it must be idempotent and cheap (the model module is
+imported lazily by the registry).
+"""
+
+from __future__ import annotations
+
+
+def register() -> None:
+    from vllm import ModelRegistry
+
+    from videoqa.model.config import ARCHITECTURE, register_config
+
+    register_config()
+    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
+        ModelRegistry.register_model(ARCHITECTURE, "videoqa.model.vllm_llava_video:LlavaVideoForCausalLM")
