@@ -1,0 +1,190 @@
+"""The async engine the gateway talks to: a thin, typed wrapper over vLLM's AsyncLLM.
+
+The gateway hands it a finished prompt (one `<video>` placeholder per video) and uint8 frames it has already
+sampled and resized; the engine never fetches or decodes anything. Cancelling the async iterator (client
+disconnect) aborts the request inside vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from videoqa.model.config import LlavaVideoConfig
+
+
+@dataclass
+class GenerationRequest:
+    """One generation: a prompt with at most one `<video>` placeholder per entry of `videos`."""
+
+    prompt: str
+    """Full ChatML prompt text (see videoqa.model.prompt)."""
+    frames: np.ndarray | None = None
+    """uint8 RGB frames [F, H, W, 3] for the prompt's `<video>` placeholder, or None for text only."""
+    max_tokens: int = 256
+    """Most new tokens to generate."""
+    temperature: float = 0.0
+    """0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    seed: int | None = None
+    """Sampling seed, for reproducible non-greedy answers."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings."""
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Unique id (used to abort)."""
+
+
+@dataclass
+class GenerationChunk:
+    """A streamed piece of a generation; the last one has finished=True and final token counts."""
+
+    delta: str
+    """New text since the previous chunk."""
+    text: str
+    """All text so far."""
+    finished: bool
+    """Whether the generation is over."""
+    finish_reason: str | None
+    """"stop" or "length" once finished."""
+    prompt_tokens: int
+    """Prompt length in tokens, visual tokens included."""
+    completion_tokens: int
+    """Tokens generated so far."""
+    cached_tokens: int = 0
+    """Prompt tokens served from the prefix cache."""
+
+
+@runtime_checkable
+class VideoQAEngine(Protocol):
+    """What the gateway needs from an engine (in-process LocalEngine, or the split-mode HTTP client)."""
+
+    model_name: str
+    config: LlavaVideoConfig
+    max_model_len: int
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def ready(self) -> bool: ...
+    def queue_depth(self) -> int: ...
+    def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+    async def abort(self, request_id: str) -> None: ...
+
+
+class LocalEngine:
+    """vLLM AsyncLLM in this process (its engine core runs in a child process, as vLLM always does)."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        model_name: str | None = None,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        max_num_seqs: int = 8,
+        kv_cache_gib: float | None = None,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.config = LlavaVideoConfig.from_pretrained(self.checkpoint)
+        self.model_name = model_name or self.checkpoint.name
+        self.max_model_len = int(max_model_len or self.config.text_config.max_position_embeddings)
+        self._dtype = dtype
+        self._max_num_seqs = max_num_seqs
+        self._tp = tensor_parallel_size
+        self._prefix_caching = enable_prefix_caching
+        self._seed = seed
+        if kv_cache_gib is not None:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+        self._engine = None
+        self._inflight: set[str] = set()
+        self.prefix_cache_hit_tokens = 0
+        self.prompt_tokens_total = 0
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=str(self.checkpoint),
+            served_model_name=[self.model_name],
+            dtype=self._dtype,
+            max_model_len=self.max_model_len,
+            max_num_seqs=self._max_num_seqs,
+            tensor_parallel_size=self._tp,
+            enable_prefix_caching=self._prefix_caching,
+            seed=self._seed,
+            limit_mm_per_prompt={"video": 1},
+        )
+        # Building the engine blocks for tens of seconds (profiling, compilation): keep the loop free.
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await asyncio.to_thread(engine.shutdown)
+
+    def ready(self) -> bool:
+        return self._engine is not None and not getattr(self._engine, "errored", False)
+
+    def queue_depth(self) -> int:
+        return len(self._inflight)
+
+    async def abort(self, request_id: str) -> None:
+        if self._engine is not None:
+            await self._engine.abort(request_id)
+
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._engine is None:
+            raise RuntimeError("engine is not started")
+        params = SamplingParams(
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            seed=req.seed,
+            stop=req.stop or None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        prompt: dict[str, object] = {"prompt": req.prompt}
+        if req.frames is not None:
+            prompt["multi_modal_data"] = {"video": req.frames}
+        self._inflight.add(req.request_id)
+        text, completion, finished = "", 0, False
+        try:
+            async for out in self._engine.generate(prompt, params, req.request_id):
+                piece = out.outputs[0]
+                completion += len(piece.token_ids)
+                text += piece.text
+                finished = out.finished
+                prompt_tokens = len(out.prompt_token_ids or [])
+                cached = out.num_cached_tokens or 0
+                if finished:
+                    self.prompt_tokens_total += prompt_tokens
+                    self.prefix_cache_hit_tokens += cached
+                yield GenerationChunk(
+                    delta=piece.text,
+                    text=text,
+                    finished=finished,
+                    finish_reason=piece.finish_reason if finished else None,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion,
+                    cached_tokens=cached,
+                )
+        finally:
+            self._inflight.discard(req.request_id)
+            if not finished:  # the caller went away (disconnect, timeout): free the engine's slot
+                with contextlib.suppress(Exception):
+                    await self.abort(req.request_id)
