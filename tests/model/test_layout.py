@@ -99,9 +99,7 @@ layouts = st.builds(
 
 @settings(max_examples=150, deadline=None)
 @given(layout=layouts, frames=st.integers(1, 70), grid=st.sampled_from([9, 13, 27]))
-def test_packing_length_equals_the_count_for_every_layout(
-    layout: VideoLayout, frames: int, grid: int
-) -> None:
+def test_packing_length_equals_the_count_for_every_layout(layout: VideoLayout, frames: int, grid: int) -> None:
     dim = 4
     features = torch.randn(frames, grid * grid, dim)
     packed = pack_video(features, layout, grid, torch.randn(dim), torch.randn(dim))
@@ -155,9 +153,7 @@ def _official_simple(features: torch.Tensor, mode: str, stride: int, newline_pos
 @pytest.mark.parametrize("mode", POOL_MODES)
 @pytest.mark.parametrize("newline_pos", NEWLINE_LAYOUTS)
 @pytest.mark.parametrize("frames", [1, 7, 16])
-def test_s1_packing_is_bit_identical_to_the_official_simple_path(
-    mode: str, newline_pos: str, frames: int
-) -> None:
+def test_s1_packing_is_bit_identical_to_the_official_simple_path(mode: str, newline_pos: str, frames: int) -> None:
     torch.manual_seed(frames)
     grid, dim = 27, 16
     features = torch.randn(frames, grid * grid, dim)

@@ -62,3 +62,49 @@ def init_tiny_cmd(
 
     layout = _layout_options(pool_mode, pool_stride, newline, slowfast_stride, frame_token)
     typer.echo(init_tiny(out, seed=seed, layout=layout))
+
+
+@model_app.command("convert")
+def convert_cmd(
+    src: Path = typer.Argument(..., help="Original LLaVA-NeXT (LlavaQwenForCausalLM) or llava-hf llava_onevision dir."),
+    out: Path = typer.Argument(..., help="Output directory (this project's format)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 (default: keep)."),
+    pool_mode: str | None = typer.Option(None, "--pool-mode", help="Override the carried-over layout."),
+    newline: str | None = typer.Option(None, "--newline"),
+    slowfast_stride: int | None = typer.Option(None, "--slowfast-stride", min=1),
+    vision_heads: int | None = typer.Option(None, "--vision-heads", help="Tower heads if not SigLIP so400m."),
+    max_frames: int = typer.Option(64, "--max-frames", min=1, help="Frames per video the engine profiles for."),
+) -> None:
+    """Convert a LLaVA-Video checkpoint into the served format, carrying its video layout over."""
+    import dataclasses
+
+    import torch
+
+    from videoqa.model.convert import ConversionError, convert, detect
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, None: None}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    layout = None
+    if pool_mode or newline or slowfast_stride:
+        try:
+            source = detect(src)
+            base = VideoLayout.from_llava_config(source.config) if source.kind == "original" else VideoLayout()
+            changes = {"pool_mode": pool_mode, "newline": newline, "slowfast_stride": slowfast_stride}
+            layout = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+        except (ConversionError, LayoutError) as err:
+            raise typer.BadParameter(str(err)) from err
+    try:
+        convert(
+            src,
+            out,
+            dtype=dtypes[dtype],
+            layout=layout,
+            vision_heads=vision_heads,
+            max_frames=max_frames,
+            log=typer.echo,
+        )
+    except ConversionError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(out)

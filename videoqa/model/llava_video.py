@@ -216,5 +216,8 @@ class LlavaVideoForCausalLM(nn.Module):
         config.vision_config._attn_implementation = "sdpa"
         config.text_config._attn_implementation = "sdpa"
         model = cls(config)
-        model.load_checkpoint_state_dict(load_file(str(ckpt / WEIGHTS_NAME)))
+        weights: dict[str, torch.Tensor] = {}
+        for shard in sorted(ckpt.glob("*.safetensors")):  # one file, or the converter's shards
+            weights.update(load_file(str(shard)))
+        model.load_checkpoint_state_dict(weights)
         return model.to(dtype).eval()
