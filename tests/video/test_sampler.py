@@ -1,0 +1,110 @@
+"""Sampling semantics: LLaVA-Video's uniform and fps policies, exact vs fast, timestamps, rotation, VFR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from videoqa.video import DecodeLimits, SamplingSpec, probe, sample_frames
+from videoqa.video.testing import make_test_video, read_pattern
+
+
+@pytest.fixture(scope="module")
+def gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 10 s at 24 fps, a keyframe every 2 s: frame i shows the number i.
+    return make_test_video(tmp_path_factory.mktemp("v") / "gop.mp4", seconds=10, fps=24, gop=48)
+
+
+def test_probe_reads_headers_and_the_keyframe_index_without_decoding(gop_video: Path) -> None:
+    info = probe(gop_video)
+    assert (info.width, info.height, info.codec) == (160, 120, "h264")
+    assert info.fps == pytest.approx(24.0)
+    assert info.duration == pytest.approx(10.0, abs=0.05)
+    assert info.num_frames == 240
+    assert info.keyframes == pytest.approx([0.0, 2.0, 4.0, 6.0, 8.0])
+
+
+def test_uniform_exact_returns_the_linspace_frames_with_their_real_timestamps(gop_video: Path) -> None:
+    got = sample_frames(gop_video, SamplingSpec(num_frames=8, policy="exact", size=(160, 120)))
+    expected = np.linspace(0, 239, 8, dtype=int)  # LLaVA-NeXT load_video with force_sample
+    assert [read_pattern(f) for f in got.frames] == list(expected)
+    assert got.timestamps == pytest.approx([i / 24 for i in expected], abs=1e-3)
+    assert got.frames.dtype == np.uint8 and got.frames.shape == (8, 120, 160, 3)
+
+
+def test_exact_frames_are_pixel_identical_to_a_full_decode(tmp_path: Path) -> None:
+    video = make_test_video(tmp_path / "small.mp4", seconds=3, fps=10, gop=12)
+    with av.open(str(video)) as c:
+        full = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    got = sample_frames(video, SamplingSpec(num_frames=7, policy="exact", size=None))
+    for frame, idx in zip(got.frames, np.linspace(0, len(full) - 1, 7, dtype=int), strict=True):
+        assert np.array_equal(frame, full[idx])
+
+
+def test_fps_sampling_takes_every_nth_frame_and_caps_to_uniform(gop_video: Path) -> None:
+    one_fps = sample_frames(gop_video, SamplingSpec(fps=1.0, max_frames=64, policy="exact", size=(160, 120)))
+    assert [read_pattern(f) for f in one_fps.frames] == list(range(0, 240, 24))
+    capped = sample_frames(gop_video, SamplingSpec(fps=4.0, max_frames=5, policy="exact", size=(160, 120)))
+    assert [read_pattern(f) for f in capped.frames] == list(np.linspace(0, 239, 5, dtype=int))
+
+
+def test_fast_takes_keyframes_within_tolerance_and_decodes_less(gop_video: Path) -> None:
+    exact = sample_frames(gop_video, SamplingSpec(num_frames=5, policy="exact", size=(160, 120)))
+    fast = sample_frames(gop_video, SamplingSpec(num_frames=5, policy="fast", size=(160, 120)))
+    # Targets 0, 2.46, 4.96, 7.46, 9.96 s; interval 2 s -> tolerance 1 s; keyframes every 2 s. The last
+    # target is 1.96 s from keyframe 8.0, so it is decoded exactly (frame 239).
+    assert fast.keyframe_hits == 4
+    assert fast.timestamps == pytest.approx([0.0, 2.0, 4.0, 8.0, 239 / 24], abs=1e-3)
+    assert read_pattern(fast.frames[-1]) == 239
+    assert max(abs(a - b) for a, b in zip(fast.timestamps, exact.timestamps, strict=True)) <= 1.0 + 1e-3
+    assert fast.timings["frames_decoded"] < exact.timings["frames_decoded"]
+    # A tolerance of zero falls back to exact decoding.
+    strict = sample_frames(gop_video, SamplingSpec(num_frames=5, policy="fast", tolerance_s=0.0, size=(160, 120)))
+    assert [read_pattern(f) for f in strict.frames] == [read_pattern(f) for f in exact.frames]
+
+
+def test_rotated_video_comes_out_upright(tmp_path: Path) -> None:
+    video = make_test_video(tmp_path / "portrait.mp4", seconds=1, fps=8, size=(160, 120), rotate_clockwise=True)
+    got = sample_frames(video, SamplingSpec(num_frames=3, policy="exact", size=None))
+    assert got.frames.shape == (3, 160, 120, 3)  # displayed portrait
+    upright_to_stored = np.rot90(got.frames, k=1, axes=(1, 2))  # undo the clockwise display turn
+    assert [read_pattern(f) for f in upright_to_stored] == [0, 3, 7]
+    squashed = sample_frames(video, SamplingSpec(num_frames=2, size=(64, 32)))
+    assert squashed.frames.shape == (2, 32, 64, 3)
+
+
+def test_variable_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
+    # 20 frames whose gaps alternate 1/24 s and 5/24 s (pts in 1/96 s units).
+    pts, t = [], 0
+    for i in range(20):
+        pts.append(t)
+        t += 4 if i % 2 == 0 else 20
+    video = make_test_video(tmp_path / "vfr.mkv", seconds=20 / 24, fps=24, container="matroska", pts_jitter=pts)
+    got = sample_frames(video, SamplingSpec(fps=2.0, max_frames=64, policy="exact", size=(160, 120)))
+    real = {p / 96: i for i, p in enumerate(pts)}
+    for frame, ts in zip(got.frames, got.timestamps, strict=True):
+        nearest = min(real, key=lambda x: abs(x - ts))
+        assert abs(nearest - ts) < 0.01  # a timestamp the file really has
+        assert read_pattern(frame) == real[nearest]  # and the frame shown at it
+
+
+def test_timestamps_feed_the_time_instruction(gop_video: Path) -> None:
+    from videoqa.model.prompt import time_instruction
+
+    got = sample_frames(gop_video, SamplingSpec(num_frames=3, policy="exact", size=(32, 32)))
+    text = time_instruction(got.duration, got.timestamps)
+    assert text.startswith("The video lasts for 10.00 seconds, and 3 frames")
+    assert "0.00s,4.96s,9.96s." in text
+
+
+def test_spec_validation_and_cache_key() -> None:
+    with pytest.raises(ValueError, match="num_frames"):
+        SamplingSpec(num_frames=0)
+    with pytest.raises(ValueError, match="policy"):
+        SamplingSpec(policy="quick")  # type: ignore[arg-type]
+    assert SamplingSpec(num_frames=8).cache_key() == SamplingSpec(num_frames=8).cache_key()
+    assert SamplingSpec(num_frames=8).cache_key() != SamplingSpec(num_frames=8, policy="exact").cache_key()
+    assert DecodeLimits().max_pixels > 1920 * 1080

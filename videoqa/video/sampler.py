@@ -1,0 +1,334 @@
+"""PyAV frame sampling: the LLaVA-Video policies, planned per GOP, bounded by limits.
+
+Cost is the number of frames decoded. A probe demuxes packets only (no decoding) to learn the keyframe
+index and the real extent of the data; decoding then seeks when the next target lies in a later GOP and
+decodes forward when targets are dense. The "fast" policy serves a target from its nearest keyframe when it
+is within tolerance (decoding one frame per target), which is what makes a 64-frame sample of a long video
+take a fraction of a second.
+
+Semantics of "exact": the frame shown at the target time, i.e. the last frame whose pts <= target.
+Target times: uniform N -> np.linspace(0, total-1, N, dtype=int) / fps (LLaVA-NeXT load_video with
+force_sample); fps f -> every round(avg_fps / f)-th frame, or uniform max_frames when there are more.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from videoqa.video.errors import (
+    CorruptVideoError,
+    DecodeTimeoutError,
+    NotAVideoError,
+    NoVideoStreamError,
+    TooManyStreamsError,
+    UnsupportedCodecError,
+    UnsupportedFormatError,
+    VideoError,
+    VideoTooLargeError,
+    VideoTooLongError,
+)
+from videoqa.video.types import DecodeLimits, SampledVideo, SamplingSpec, VideoInfo
+
+_EPS = 1e-4  # seconds: pts -> float rounding slack when comparing frame times with targets
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise DecodeTimeoutError(
+                f"decoding took longer than {self.seconds:.0f} s; send a shorter or lower-resolution video"
+            )
+
+
+# FFmpeg recognises almost any bytes as *something*; plain text comes out as ANSI art ("tty") or subtitles.
+_TEXT_DEMUXERS = {"tty", "ansi", "srt", "webvtt", "ass", "microdvd", "subviewer", "mpl2", "vplayer", "jacosub"}
+
+
+def _open(path: Path, limits: DecodeLimits) -> av.container.InputContainer:
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise NotAVideoError(f"cannot read the file: {err}") from err
+    if size == 0:
+        raise NotAVideoError("the file is empty (0 bytes); send a video file")
+    if size > limits.max_bytes:
+        raise VideoTooLargeError(f"the file has {size} bytes, over the limit of {limits.max_bytes}")
+    try:
+        container = av.open(str(path), mode="r", options={"probesize": "10000000"}, timeout=limits.timeout_s)
+    except av.error.InvalidDataError as err:
+        raise NotAVideoError("not a video: no known container format was found in the data") from err
+    except (av.error.FFmpegError, OSError) as err:
+        raise CorruptVideoError(f"the video could not be opened: {err}") from err
+    fmt = container.format.name
+    if fmt in _TEXT_DEMUXERS:
+        container.close()
+        raise NotAVideoError(f"not a video: the data looks like text ({fmt!r}); send a video file")
+    if fmt not in limits.allowed_containers:
+        container.close()
+        kind = "an image" if any(s in fmt for s in ("image", "png", "jpeg", "webp", "bmp")) else "a format"
+        raise UnsupportedFormatError(
+            f"the data is {kind} ({fmt!r}), not an accepted video container; "
+            f"accepted: {', '.join(limits.allowed_containers)}"
+        )
+    return container
+
+
+# Decoder implementations -> the codec they decode, so limits name codecs, not libraries.
+_DECODER_CODEC = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx-vp9": "vp9", "libvpx": "vp8", "h264_cuvid": "h264"}
+
+
+def _codec_name(decoder: str) -> str:
+    return _DECODER_CODEC.get(decoder, decoder)
+
+
+def _video_stream(container: av.container.InputContainer, limits: DecodeLimits) -> av.video.stream.VideoStream:
+    streams = container.streams
+    if len(streams) == 0:
+        raise CorruptVideoError("the container holds no streams: the file is truncated or its index is missing")
+    if len(streams) > limits.max_streams:
+        raise TooManyStreamsError(f"the file has {len(streams)} streams, over the limit of {limits.max_streams}")
+    if not streams.video:
+        what = "audio only" if streams.audio else "no video stream"
+        raise NoVideoStreamError(f"the file has {what}; send a file with a video track")
+    stream = streams.video[0]  # the default (first) video stream, as ffmpeg and decord pick it
+    ctx = stream.codec_context
+    if _codec_name(ctx.name) not in limits.allowed_codecs:
+        raise UnsupportedCodecError(
+            f"video codec {ctx.name!r} is not accepted; accepted: {', '.join(limits.allowed_codecs)}"
+        )
+    width, height = ctx.width, ctx.height
+    if width <= 0 or height <= 0:
+        raise CorruptVideoError("the video stream declares no frame size; the file is damaged")
+    if width * height > limits.max_pixels:
+        raise VideoTooLargeError(
+            f"frames are {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}; "
+            "downscale the video"
+        )
+    # The decoder enforces the same cap if the bitstream disagrees with the container header.
+    ctx.options = {"max_pixels": str(limits.max_pixels)}
+    return stream
+
+
+def _probe_open(
+    container: av.container.InputContainer, path: Path, limits: DecodeLimits, deadline: _Deadline
+) -> VideoInfo:
+    stream = _video_stream(container, limits)
+    tb = float(stream.time_base)
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    declared = None
+    if stream.duration is not None:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        declared = container.duration / av.time_base
+    if declared is not None and declared > limits.max_duration_s:
+        raise VideoTooLongError(f"the video lasts {declared:.0f} s, over the limit of {limits.max_duration_s:.0f} s")
+
+    # One demux pass (no decoding): keyframe index, packet count and the real extent of the data.
+    keyframes: list[float] = []
+    count, end = 0, start
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            t = packet.pts * tb - start
+            count += 1
+            end = max(end, t + (packet.duration or 0) * tb)
+            if packet.is_keyframe:
+                keyframes.append(t)
+            if count % 256 == 0:
+                deadline.check()
+                if end > limits.max_duration_s:
+                    raise VideoTooLongError(f"the video lasts over the limit of {limits.max_duration_s:.0f} s")
+    except av.error.FFmpegError as err:
+        if count == 0:
+            raise CorruptVideoError(f"no video data could be read: {err}") from err
+    if count == 0:
+        raise CorruptVideoError("the video stream holds no frames; the file is truncated or damaged")
+    duration = end
+    if declared is not None and duration < 0.9 * declared - 1.0:
+        raise CorruptVideoError(
+            f"the file is truncated: its index declares {declared:.2f} s but the data ends at {duration:.2f} s"
+        )
+    keyframes.sort()
+    if not keyframes:
+        raise CorruptVideoError("the video has no keyframe, so no frame can be decoded")
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else count / max(duration, 1e-6)
+    rotation = 0
+    try:
+        rotation = int(float(stream.metadata.get("rotate", 0)))
+    except ValueError:
+        rotation = 0
+    return VideoInfo(
+        container=container.format.name,
+        codec=_codec_name(stream.codec_context.name),
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        fps=fps,
+        duration=duration,
+        num_frames=int(stream.frames) or count,
+        bytes=path.stat().st_size,
+        rotation=rotation,
+        has_audio=bool(container.streams.audio),
+        keyframes=keyframes,
+        start_time=start,
+    )
+
+
+def probe(path: str | os.PathLike, limits: DecodeLimits | None = None) -> VideoInfo:
+    """Validate a file against `limits` and describe it, without decoding any frame."""
+    limits = limits or DecodeLimits()
+    deadline = _Deadline(limits.timeout_s)
+    container = _open(Path(path), limits)
+    try:
+        return _probe_open(container, Path(path), limits, deadline)
+    finally:
+        container.close()
+
+
+def target_times(info: VideoInfo, spec: SamplingSpec) -> tuple[list[float], float]:
+    """Target presentation times (seconds) and the sampling interval, per the LLaVA-Video policies."""
+    total = max(info.num_frames, 1)
+    fps = info.fps if info.fps > 0 else total / max(info.duration, 1e-6)
+
+    def uniform(n: int) -> list[float]:
+        idx = np.linspace(0, total - 1, n, dtype=int)
+        return [min(i / fps, info.duration) for i in idx]
+
+    if spec.fps is not None:
+        step = max(round(fps / spec.fps), 1)  # LLaVA-NeXT: frame_idx = range(0, total, round(avg_fps / fps))
+        times = [i / fps for i in range(0, total, step)]
+        if len(times) > spec.max_frames:
+            times = uniform(spec.max_frames)
+    else:
+        times = uniform(int(spec.num_frames or 1))
+    interval = info.duration / max(len(times), 1)
+    return times, interval
+
+
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+    rot = getattr(frame, "rotation", 0) or 0
+    k = int(round(rot / 90)) % 4
+    if size is None:
+        arr = frame.to_ndarray(format="rgb24")
+    else:
+        w, h = size if k % 2 == 0 else (size[1], size[0])  # resize before rotating a sideways frame
+        arr = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BICUBIC")
+    if k:
+        # `rotation` is the display matrix's counter-clockwise angle (an iPhone portrait clip says -90, i.e.
+        # show it turned 90 degrees clockwise); turning the pixels by it shows them upright.
+        arr = np.ascontiguousarray(np.rot90(arr, k=k))
+    return arr
+
+
+def _decode_at(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    info: VideoInfo,
+    times: list[float],
+    size: tuple[int, int] | None,
+    deadline: _Deadline,
+) -> tuple[list[np.ndarray], list[float], int]:
+    """Exact frames at sorted target `times`; returns (frames, their real times, frames decoded)."""
+    tb = stream.time_base
+    frames: list[np.ndarray] = []
+    stamps: list[float] = []
+    decoded = 0
+    it = None
+    prev: av.VideoFrame | None = None
+    pending: av.VideoFrame | None = None
+
+    def ftime(f: av.VideoFrame) -> float:
+        return (f.pts * float(tb) - info.start_time) if f.pts is not None else float(f.time or 0.0)
+
+    for t in times:
+        gop = info.keyframes[max(bisect.bisect_right(info.keyframes, t + _EPS) - 1, 0)]
+        here = max((ftime(f) for f in (prev, pending) if f is not None), default=-math.inf)
+        if it is None or gop > here + _EPS:
+            # The target's GOP starts beyond where the decoder is: jump there instead of decoding the gap.
+            container.seek(int((gop + info.start_time) / float(tb)), stream=stream, backward=True, any_frame=False)
+            it = container.decode(stream)
+            prev = pending = None
+        if pending is not None and ftime(pending) <= t + _EPS:
+            prev, pending = pending, None
+        if pending is None:
+            try:
+                for frame in it:
+                    decoded += 1
+                    if decoded % 32 == 0:
+                        deadline.check()
+                    if ftime(frame) <= t + _EPS:
+                        prev = frame
+                    else:
+                        pending = frame
+                        break
+            except av.error.FFmpegError as err:
+                raise CorruptVideoError(f"the video data is damaged near {t:.2f} s: {err}") from err
+        chosen = prev if prev is not None else pending  # a target before the first frame takes the first frame
+        if chosen is None:
+            raise CorruptVideoError(f"no frame could be decoded at {t:.2f} s; the file is truncated or damaged")
+        info.rotation = int(getattr(chosen, "rotation", 0) or 0)
+        frames.append(_to_rgb(chosen, size))
+        stamps.append(round(ftime(chosen), 6))
+    return frames, stamps, decoded
+
+
+def sample_frames(
+    path: str | os.PathLike, spec: SamplingSpec | None = None, limits: DecodeLimits | None = None
+) -> SampledVideo:
+    """Sample frames from `path` per `spec`, in-process (use DecodePool in servers)."""
+    spec = spec or SamplingSpec()
+    limits = limits or DecodeLimits()
+    deadline = _Deadline(limits.timeout_s)
+    t0 = time.perf_counter()
+    path = Path(path)
+    container = _open(path, limits)
+    try:
+        info = _probe_open(container, path, limits, deadline)
+        t1 = time.perf_counter()
+        stream = container.streams.video[0]
+        times, interval = target_times(info, spec)
+        keyframe_hits = 0
+        if spec.policy == "fast":
+            tol = spec.tolerance_s if spec.tolerance_s is not None else interval / 2
+            mapped = []
+            for t in times:
+                i = bisect.bisect_left(info.keyframes, t)
+                near = min(info.keyframes[max(i - 1, 0) : i + 1], key=lambda k: abs(k - t))
+                if abs(near - t) <= tol + _EPS:
+                    mapped.append(near)
+                    keyframe_hits += 1
+                else:
+                    mapped.append(t)
+            times = mapped
+        order = sorted(range(len(times)), key=times.__getitem__)
+        frames, stamps, decoded = _decode_at(container, stream, info, [times[i] for i in order], spec.size, deadline)
+        inverse = sorted(range(len(order)), key=order.__getitem__)
+        frames = [frames[i] for i in inverse]
+        stamps = [stamps[i] for i in inverse]
+    except VideoError:
+        raise
+    except av.error.FFmpegError as err:
+        raise CorruptVideoError(f"the video could not be decoded: {err}") from err
+    finally:
+        container.close()
+    t2 = time.perf_counter()
+    return SampledVideo(
+        frames=np.stack(frames),
+        timestamps=stamps,
+        duration=info.duration,
+        info=info,
+        timings={"probe_s": t1 - t0, "decode_s": t2 - t1, "total_s": t2 - t0, "frames_decoded": float(decoded)},
+        keyframe_hits=keyframe_hits,
+    )
