@@ -90,7 +90,7 @@ class LocalEngine:
         dtype: str = "auto",
         max_model_len: int | None = None,
         max_num_seqs: int = 8,
-        kv_cache_gib: float | None = None,
+        kv_cache_gib: int | None = None,
         tensor_parallel_size: int = 1,
         enable_prefix_caching: bool = True,
         seed: int = 0,

@@ -1,9 +1,73 @@
-"""CLI commands of this package (filled in by its issue)."""
+"""`videoqa serve` (gateway; embedded engine or --engine-url) and `videoqa engine` (engine only)."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root `videoqa` app."""
+    """Add `videoqa serve` and `videoqa engine` to the root app."""
+    app.command("serve")(serve)
+    app.command("engine")(engine)
+
+
+def serve(
+    model: Path | None = typer.Option(None, "--model", help="Checkpoint dir (default: the embedded demo model)."),
+    engine_url: str | None = typer.Option(None, "--engine-url", help="Split mode: use a `videoqa engine` here."),
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port"),
+    redis_url: str | None = typer.Option(None, "--redis-url", help="Shared state (default: in-process)."),
+) -> None:
+    """Run the gateway: REST video QA and the OpenAI-compatible API. Other settings: VIDEOQA_* env vars."""
+    import uvicorn
+
+    from videoqa.service.app import create_app
+    from videoqa.service.settings import Settings
+
+    overrides = {
+        "model": str(model) if model else None,
+        "engine_url": engine_url,
+        "host": host,
+        "port": port,
+        "redis_url": redis_url,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        log_level="info",
+    )
+
+
+def engine(
+    model: Path | None = typer.Option(None, "--model", help="Checkpoint dir (default: the embedded demo model)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8100, "--port"),
+) -> None:
+    """Run only the engine behind an internal HTTP API, for gateways started with --engine-url."""
+    import uvicorn
+
+    from videoqa.model.engine import LocalEngine
+    from videoqa.model.tiny import default_checkpoint
+    from videoqa.service.engine_server import create_engine_app
+    from videoqa.service.settings import Settings
+
+    settings = Settings()
+    ckpt = model or Path(settings.model or default_checkpoint())
+    local = LocalEngine(
+        ckpt,
+        model_name=settings.model_name,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        kv_cache_gib=settings.kv_cache_gib,
+        tensor_parallel_size=settings.tensor_parallel_size,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_engine_app(local), host=host, port=port, log_level="info")

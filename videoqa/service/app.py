@@ -1,0 +1,175 @@
+"""The FastAPI app: heavy objects built once in the lifespan, routers, middleware, error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from videoqa.model.engine import VideoQAEngine
+from videoqa.service import errors
+from videoqa.service.metrics import Metrics
+from videoqa.service.routers import chat, files, health, jobs, video
+from videoqa.service.serving import VideoQAService
+from videoqa.service.settings import Settings
+from videoqa.service.state import create_state
+from videoqa.video import DecodeLimits, DecodePool
+
+log = logging.getLogger("videoqa.service")
+
+
+class BodyLimit:
+    """Refuse bodies over the cap while they stream in (413), before they fill memory or disk."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
+        cap = self.settings.max_upload_bytes if multipart else self.settings.max_json_bytes
+        declared = int(headers.get(b"content-length", b"0") or 0)
+        if declared > cap:
+            return await self._reject(send, cap)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send, cap)
+
+    @staticmethod
+    async def _reject(send: Send, cap: int) -> None:
+        response = errors.error_response(413, f"request body over the limit of {cap} bytes", "request_too_large")
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _make_engine(settings: Settings) -> tuple[VideoQAEngine, object | None]:
+    if settings.engine_url:
+        from videoqa.service.engine_client import RemoteEngine
+
+        tokenizer = None
+        if settings.model:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(settings.model)
+        return RemoteEngine(settings.engine_url), tokenizer
+    from transformers import AutoTokenizer
+
+    from videoqa.model.engine import LocalEngine
+    from videoqa.model.tiny import default_checkpoint
+
+    ckpt = settings.model or str(default_checkpoint())
+    engine = LocalEngine(
+        ckpt,
+        model_name=settings.model_name,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        kv_cache_gib=settings.kv_cache_gib,
+        tensor_parallel_size=settings.tensor_parallel_size,
+    )
+    return engine, AutoTokenizer.from_pretrained(ckpt)
+
+
+def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal engine
+        tokenizer = None
+        if engine is None:
+            engine, tokenizer = _make_engine(settings)
+        state = create_state(settings.redis_url, settings.redis_namespace, settings.job_max_attempts)
+        pool = DecodePool(
+            settings.decode_workers,
+            DecodeLimits(
+                timeout_s=settings.decode_timeout_s,
+                max_duration_s=settings.max_video_seconds,
+                max_pixels=settings.max_video_pixels,
+                max_bytes=max(settings.max_upload_bytes, settings.fetch_max_bytes),
+            ),
+        )
+        metrics = Metrics()
+        service = VideoQAService(settings, engine, state, pool, metrics, tokenizer)
+        app.state.settings, app.state.engine, app.state.state = settings, engine, state
+        app.state.metrics, app.state.service, app.state.engine_error = metrics, service, None
+
+        async def start_engine() -> None:
+            try:
+                await engine.start()
+                log.info("engine ready: %s", engine.model_name)
+            except Exception as err:  # keep serving /healthz and /readyz (which reports it)
+                log.exception("engine failed to start")
+                app.state.engine_error = str(err)
+
+        # The engine loads in the background so liveness answers during a long model load.
+        starter = asyncio.create_task(start_engine())
+        workers = [
+            asyncio.create_task(_run_worker(service, i, settings.job_lease_s)) for i in range(settings.job_workers)
+        ]
+        try:
+            yield
+        finally:
+            for task in (*workers, starter):
+                task.cancel()
+            for task in (*workers, starter):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            pool.close()
+            await engine.stop()
+            await state.close()
+
+    app = FastAPI(
+        title="videoqa",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="LLaVA-Video question answering: REST, OpenAI-compatible chat, uploads and jobs.",
+    )
+    errors.install(app)
+    for router in (files.router, video.router, chat.router, jobs.router, health.router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def observe(request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    app.add_middleware(BodyLimit, settings=settings)
+    return app
+
+
+async def _run_worker(service: VideoQAService, index: int, lease_s: float) -> None:
+    from videoqa.service.jobs_worker import run_worker
+
+    await run_worker(service, index, lease_s)

@@ -1,0 +1,83 @@
+"""`videoqa engine`: the engine alone behind an internal HTTP API, for split deployments where gateways
+(decoding, state, public API) scale apart from GPU engines.
+
+POST /internal/generate  body = 4-byte header length + JSON header + .npy frames; answers NDJSON chunks.
+A client that disconnects aborts its request in vLLM. Not for the public internet: put it on a private network.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from videoqa.model.engine import GenerationRequest, LocalEngine
+
+log = logging.getLogger("videoqa.engine")
+
+
+def encode_request(req: GenerationRequest) -> bytes:
+    header = {k: v for k, v in asdict(req).items() if k != "frames"}
+    header["has_frames"] = req.frames is not None
+    blob = json.dumps(header).encode()
+    buf = io.BytesIO()
+    buf.write(len(blob).to_bytes(4, "big"))
+    buf.write(blob)
+    if req.frames is not None:
+        np.save(buf, np.ascontiguousarray(req.frames, dtype=np.uint8), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_request(body: bytes) -> GenerationRequest:
+    n = int.from_bytes(body[:4], "big")
+    header = json.loads(body[4 : 4 + n])
+    frames = np.load(io.BytesIO(body[4 + n :]), allow_pickle=False) if header.pop("has_frames") else None
+    return GenerationRequest(frames=frames, **header)
+
+
+def create_engine_app(engine: LocalEngine) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await engine.start()
+        yield
+        await engine.stop()
+
+    app = FastAPI(title="videoqa engine (internal)", lifespan=lifespan)
+
+    @app.get("/internal/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"ready": engine.ready()}, status_code=200 if engine.ready() else 503)
+
+    @app.get("/internal/info")
+    async def info() -> dict:
+        return {
+            "model_name": engine.model_name,
+            "max_model_len": engine.max_model_len,
+            "config": engine.config.to_dict(),
+            "queue_depth": engine.queue_depth(),
+            "ready": engine.ready(),
+        }
+
+    @app.post("/internal/generate")
+    async def generate(request: Request) -> StreamingResponse:
+        req = decode_request(await request.body())
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for chunk in engine.generate(req):  # closing this (disconnect) aborts in vLLM
+                yield (json.dumps(asdict(chunk)) + "\n").encode()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post("/internal/abort/{request_id}")
+    async def abort(request_id: str) -> dict:
+        await engine.abort(request_id)
+        return {"aborted": request_id}
+
+    return app

@@ -1,0 +1,117 @@
+"""The one place where errors become HTTP responses (OpenAI's error shape for everything under /v1)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from videoqa.model.layout import LayoutError
+from videoqa.service.fetch import FetchError
+from videoqa.service.state import StateUnavailableError
+from videoqa.video.errors import VideoError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class APIError(Exception):
+    """An error with an HTTP status, raised anywhere below the routers."""
+
+    def __init__(
+        self, status: int, message: str, code: str, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers or {}
+
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+    504: "server_error",
+    502: "server_error",
+}
+
+
+def error_response(status: int, message: str, code: str, param: str | None = None, headers=None) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorBody(message=message, type=_TYPES.get(status, "server_error"), param=param, code=code)
+    )
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+# Responses every /v1 route may give, for the OpenAPI schema.
+COMMON_ERRORS = {
+    code: {"model": ErrorResponse, "description": desc}
+    for code, desc in {
+        400: "Bad request (e.g. a URL that cannot be fetched)",
+        401: "Missing or wrong API key",
+        403: "URL points at a non-public address",
+        404: "Unknown file, job or model",
+        413: "Upload, body or video too large",
+        415: "Not a video, or an unsupported container/codec",
+        422: "Invalid fields, undecodable video, or over the frame/token budget",
+        429: "Rate limit exceeded (see Retry-After)",
+        503: "Engine not ready or overloaded (see Retry-After)",
+    }.items()
+}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api(_: Request, err: APIError) -> JSONResponse:
+        return error_response(err.status, err.message, err.code, err.param, err.headers)
+
+    @app.exception_handler(VideoError)
+    async def _video(_: Request, err: VideoError) -> JSONResponse:
+        return error_response(err.http_status, str(err), err.code, "video")
+
+    @app.exception_handler(FetchError)
+    async def _fetch(_: Request, err: FetchError) -> JSONResponse:
+        return error_response(err.http_status, str(err), err.code, "video_url")
+
+    @app.exception_handler(LayoutError)
+    async def _layout(_: Request, err: LayoutError) -> JSONResponse:
+        return error_response(422, str(err), "invalid_layout")
+
+    @app.exception_handler(StateUnavailableError)
+    async def _state(_: Request, err: StateUnavailableError) -> JSONResponse:
+        return error_response(
+            503, f"shared state unavailable: {err}", "state_unavailable", headers={"Retry-After": "2"}
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error_response(422, f"{loc}: {first.get('msg', 'invalid request')}", "invalid_request", loc or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return error_response(err.status_code, str(err.detail), "http_error", headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal error; the request was not completed", "internal_error")

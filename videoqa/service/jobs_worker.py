@@ -1,0 +1,72 @@
+"""Background job workers: claim from the shared queue, keep the lease alive, store the result.
+
+At-least-once: a worker killed mid-job stops heartbeating, its lease expires, and any gateway's worker
+requeues and redoes it. Results are idempotent (the first completion wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from videoqa.service.protocol import JobRequest
+from videoqa.service.serving import CAPTION_PROMPT, VideoQAService
+from videoqa.service.state import StateUnavailableError
+from videoqa.video.errors import VideoError
+
+log = logging.getLogger(__name__)
+
+
+async def _heartbeat(service: VideoQAService, job_id: str, worker: str, lease_s: float) -> None:
+    while True:
+        await asyncio.sleep(lease_s / 3)
+        with contextlib.suppress(StateUnavailableError):
+            if not await service.state.job_heartbeat(job_id, worker, lease_s):
+                return
+
+
+async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s: float = 0.25) -> None:
+    worker = f"{socket.gethostname()}:{os.getpid()}:{index}"
+    state, metrics = service.state, service.metrics
+    while True:
+        try:
+            if await state.job_requeue_expired():
+                metrics.jobs.labels("requeued").inc()
+            job = await state.job_claim(worker, lease_s) if service.engine.ready() else None
+        except StateUnavailableError:
+            await asyncio.sleep(1.0)
+            continue
+        if job is None:
+            await asyncio.sleep(poll_s)
+            continue
+        metrics.jobs.labels("started").inc()
+        beat = asyncio.create_task(_heartbeat(service, job.id, worker, lease_s))
+        try:
+            req = JobRequest.model_validate(job.payload)
+            question = req.question if req.task == "qa" else CAPTION_PROMPT
+            answer = await service.ask(req, question or CAPTION_PROMPT, req, req)
+            frames = answer.frames
+            result = {
+                "answer": answer.text,
+                "finish_reason": answer.finish_reason,
+                "usage": answer.usage.model_dump(),
+                "frames": len(frames.timestamps) if frames else 0,
+                "timestamps": frames.timestamps if frames else [],
+            }
+            await state.job_complete(job.id, worker, result)
+            metrics.jobs.labels("succeeded").inc()
+        except asyncio.CancelledError:
+            raise  # shutdown: the lease lapses and another worker redoes it
+        except (VideoError, ValueError) as err:  # the input is bad: retrying cannot help
+            await state.job_fail(job.id, worker, {"message": str(err), "code": getattr(err, "code", "invalid")}, False)
+            metrics.jobs.labels("failed").inc()
+        except Exception as err:
+            log.exception("job %s failed", job.id)
+            with contextlib.suppress(StateUnavailableError):
+                await state.job_fail(job.id, worker, {"message": str(err), "code": "internal"}, True)
+            metrics.jobs.labels("retried").inc()
+        finally:
+            beat.cancel()

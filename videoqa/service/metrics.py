@@ -1,0 +1,52 @@
+"""Prometheus metrics (own registry, so several apps in one process — tests — stay independent)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("videoqa_requests_total", "HTTP requests", ["route", "method", "status"], registry=r)
+        self.latency = Histogram(
+            "videoqa_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.decode_seconds = Histogram(
+            "videoqa_decode_seconds",
+            "Frame sampling time (cache misses)",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
+        self.frames = Histogram(
+            "videoqa_frames_per_request", "Frames per request", registry=r, buckets=(1, 4, 8, 16, 32, 64, 128)
+        )
+        self.visual_tokens = Histogram(
+            "videoqa_visual_tokens_per_request",
+            "Visual tokens per request",
+            registry=r,
+            buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768),
+        )
+        self.ttft = Histogram(
+            "videoqa_time_to_first_token_seconds",
+            "Time to first token",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
+        self.tokens_per_s = Histogram(
+            "videoqa_generation_tokens_per_second",
+            "Generated tokens per second",
+            registry=r,
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+        )
+        self.generated = Counter("videoqa_generated_tokens_total", "Generated tokens", registry=r)
+        self.queue_depth = Gauge("videoqa_engine_queue_depth", "Requests waiting or running in the engine", registry=r)
+        self.cache_hits = Counter("videoqa_frame_cache_hits_total", "Decoded-frame cache hits", registry=r)
+        self.cache_misses = Counter("videoqa_frame_cache_misses_total", "Decoded-frame cache misses", registry=r)
+        self.jobs = Counter("videoqa_jobs_total", "Jobs by outcome", ["event"], registry=r)
+        self.redis_up = Gauge("videoqa_redis_up", "1 when the configured Redis answers", registry=r)
+        self.rejected = Counter("videoqa_rejected_total", "Requests refused by limits", ["reason"], registry=r)

@@ -1,0 +1,40 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Engine loaded and Redis reachable (when configured)",
+    responses={503: {"description": "Not ready yet"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    app = request.app.state
+    engine_ok = app.engine.ready()
+    redis_ok = await app.state.ping() if app.state.backend == "redis" else True
+    app.metrics.redis_up.set(1 if redis_ok else 0)
+    body = {
+        "engine": engine_ok,
+        "state": app.state.backend,
+        "state_ok": redis_ok,
+        "error": getattr(app, "engine_error", None),
+    }
+    return JSONResponse(body, status_code=200 if engine_ok and redis_ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    m = request.app.state.metrics
+    m.queue_depth.set(request.app.state.engine.queue_depth())
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

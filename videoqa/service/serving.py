@@ -1,0 +1,337 @@
+"""The serving layer: turns API requests into (decoded frames, prompt) and engine generations.
+
+Routers stay thin and call this; errors raised here (APIError, VideoError, FetchError) become HTTP responses
+in errors.py. Order of work for a question: resolve the video (uploaded file id, URL, or upload) -> plan the
+frames and check the token budget with the shared layout function -> frames from the cache or the decode
+pool -> prompt with the real timestamps -> engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoqa.model.engine import GenerationChunk, GenerationRequest, VideoQAEngine
+from videoqa.model.layout import num_video_tokens
+from videoqa.model.prompt import chatml, video_user_turn
+from videoqa.service.errors import APIError
+from videoqa.service.fetch import FetchOptions, fetch_to_file
+from videoqa.service.metrics import Metrics
+from videoqa.service.protocol import FileObject, SamplingFields, Usage, VideoSource
+from videoqa.service.settings import Settings
+from videoqa.service.state import State
+from videoqa.video import DecodePool, SamplingSpec, VideoInfo, target_times
+
+log = logging.getLogger(__name__)
+
+CAPTION_PROMPT = "Please describe this video in detail."
+
+
+@dataclass
+class Frames:
+    frames: np.ndarray
+    timestamps: list[float]
+    duration: float
+    cache_hit: bool
+
+
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    frames: Frames | None
+
+
+def _pack(frames: np.ndarray, timestamps: list[float], duration: float) -> bytes:
+    header = json.dumps({"timestamps": timestamps, "duration": duration}).encode()
+    buf = io.BytesIO()
+    buf.write(len(header).to_bytes(4, "big"))
+    buf.write(header)
+    np.save(buf, frames, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _unpack(blob: bytes) -> tuple[np.ndarray, list[float], float]:
+    n = int.from_bytes(blob[:4], "big")
+    meta = json.loads(blob[4 : 4 + n])
+    frames = np.load(io.BytesIO(blob[4 + n :]), allow_pickle=False)
+    return frames, meta["timestamps"], meta["duration"]
+
+
+class VideoQAService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: VideoQAEngine,
+        state: State,
+        pool: DecodePool,
+        metrics: Metrics,
+        tokenizer: Any | None = None,
+    ) -> None:
+        self.settings, self.engine, self.state, self.pool, self.metrics = settings, engine, state, pool, metrics
+        self.tokenizer = tokenizer
+        self.files_dir = settings.data_dir / "files"
+        self.tmp_dir = settings.data_dir / "tmp"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.inflight = 0
+
+    # ---- files -------------------------------------------------------------------------------------
+    def _file_path(self, file_id: str) -> Path:
+        if len(file_id) != 64 or any(c not in "0123456789abcdef" for c in file_id):
+            raise APIError(
+                404, f"no file with id {file_id!r} (ids are 64-character sha256 hex)", "file_not_found", "file_id"
+            )
+        return self.files_dir / f"{file_id}.video"
+
+    async def register(self, tmp: Path, sha: str) -> FileObject:
+        """Probe a downloaded/uploaded temp file, keep it under its content hash, and register it."""
+        try:
+            info = await self.pool.probe(tmp)
+        except Exception:
+            tmp.unlink(missing_ok=True)
+            raise
+        final = self._file_path(sha)
+        os.replace(tmp, final)  # same content -> same name: re-uploads are idempotent
+        meta = info.public() | {"id": sha, "created_at": int(time.time()), "keyframes": info.keyframes}
+        await self.state.file_put(sha, meta)
+        return self.file_object(meta)
+
+    @staticmethod
+    def file_object(meta: dict[str, Any]) -> FileObject:
+        return FileObject(**{k: meta[k] for k in FileObject.model_fields if k in meta})
+
+    async def save_upload(self, upload: Any) -> FileObject:
+        """Stream an UploadFile to disk while hashing it (the size cap is enforced by the body middleware)."""
+        tmp = self.tmp_dir / uuid.uuid4().hex
+        digest = hashlib.sha256()
+        with tmp.open("wb") as out:
+            while chunk := await upload.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        return await self.register(tmp, digest.hexdigest())
+
+    async def get_file(self, file_id: str) -> dict[str, Any]:
+        path = self._file_path(file_id)
+        meta = await self.state.file_get(file_id)
+        if meta is None or not path.exists():
+            raise APIError(
+                404, f"no file with id {file_id!r}; upload it with POST /v1/files", "file_not_found", "file_id"
+            )
+        return meta
+
+    async def delete_file(self, file_id: str) -> bool:
+        path = self._file_path(file_id)
+        existed = await self.state.file_delete(file_id)
+        if path.exists():
+            path.unlink()
+            existed = True
+        if not existed:
+            raise APIError(404, f"no file with id {file_id!r}", "file_not_found", "file_id")
+        return True
+
+    async def resolve(self, source: VideoSource) -> tuple[Path, dict[str, Any]]:
+        if source.file_id is not None:
+            meta = await self.get_file(source.file_id)
+            return self._file_path(source.file_id), meta
+        assert source.video_url is not None
+        url = source.video_url
+        if url.startswith("videoqa://files/"):
+            return await self.resolve(VideoSource(file_id=url.removeprefix("videoqa://files/")))
+        opts = FetchOptions(
+            max_bytes=self.settings.fetch_max_bytes,
+            total_timeout_s=self.settings.fetch_timeout_s,
+            allow_domains=list(self.settings.fetch_allow_domains),
+            allow_cidrs=list(self.settings.fetch_allow_cidrs),
+        )
+        result = await fetch_to_file(url, self.tmp_dir / uuid.uuid4().hex, opts)
+        existing = await self.state.file_get(result.sha256)
+        if existing is not None and self._file_path(result.sha256).exists():
+            result.path.unlink(missing_ok=True)
+            return self._file_path(result.sha256), existing
+        obj = await self.register(result.path, result.sha256)
+        return self._file_path(obj.id), await self.get_file(obj.id)
+
+    # ---- frames ------------------------------------------------------------------------------------
+    def spec(self, fields: SamplingFields) -> SamplingSpec:
+        cfg = self.engine.config
+        default_n = min(self.settings.default_num_frames or cfg.max_frames, self.settings.max_frames)
+        n = fields.num_frames or default_n
+        cap = min(fields.max_frames or self.settings.max_frames, self.settings.max_frames)
+        if fields.num_frames is not None and fields.fps is None and n > self.settings.max_frames:
+            raise APIError(
+                422,
+                f"num_frames {n} is over this server's limit of {self.settings.max_frames}",
+                "too_many_frames",
+                "num_frames",
+            )
+        return SamplingSpec(
+            num_frames=n,
+            fps=fields.fps,
+            max_frames=cap,
+            policy=fields.policy or self.settings.default_policy,  # type: ignore[arg-type]
+            size=(cfg.image_size, cfg.image_size),
+        )
+
+    def planned_frames(self, meta: dict[str, Any], spec: SamplingSpec) -> int:
+        info = VideoInfo(**{k: meta[k] for k in VideoInfo.__dataclass_fields__ if k in meta})
+        return len(target_times(info, spec)[0])
+
+    def count_text_tokens(self, prompt: str) -> int:
+        if self.tokenizer is not None:
+            return len(self.tokenizer(prompt)["input_ids"])
+        return len(prompt.encode()) // 3 + 32  # split mode without a local tokenizer: a generous estimate
+
+    def check_budget(self, num_frames: int, prompt: str, max_tokens: int) -> int:
+        """Refuse, before any decoding or engine work, a request whose tokens cannot fit the context."""
+        cfg = self.engine.config
+        visual = num_video_tokens(cfg.layout, num_frames, cfg.grid)
+        text = self.count_text_tokens(prompt)
+        total = visual + text + max_tokens
+        if total > self.engine.max_model_len:
+            fit = self.engine.max_model_len - text - max_tokens
+            raise APIError(
+                422,
+                f"{num_frames} frames make {visual} visual tokens; with {text} prompt tokens and max_tokens "
+                f"{max_tokens} that is {total} tokens, over the model's context of {self.engine.max_model_len}. "
+                f"Ask for fewer frames (visual budget left: {max(fit, 0)} tokens) or a smaller max_tokens.",
+                "context_length_exceeded",
+                "num_frames",
+            )
+        self.metrics.frames.observe(num_frames)
+        self.metrics.visual_tokens.observe(visual)
+        return visual
+
+    async def frames(self, path: Path, sha: str, spec: SamplingSpec) -> Frames:
+        key = f"frames:{sha}:{spec.cache_key()}"
+        blob = await self.state.cache_get(key)
+        if blob is not None:
+            self.metrics.cache_hits.inc()
+            frames, stamps, duration = _unpack(blob)
+            return Frames(frames, stamps, duration, cache_hit=True)
+        self.metrics.cache_misses.inc()
+        start = time.perf_counter()
+        got = await self.pool.sample(path, spec)
+        self.metrics.decode_seconds.observe(time.perf_counter() - start)
+        packed = _pack(got.frames, got.timestamps, got.duration)
+        if len(packed) <= self.settings.frame_cache_max_bytes:
+            await self.state.cache_set(key, packed, self.settings.frame_cache_ttl_s)
+        return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)
+
+    # ---- generation --------------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Backpressure: refuse new work (503 + Retry-After) rather than queue without bound."""
+        if not self.engine.ready():
+            raise APIError(
+                503, "the engine is still loading; retry shortly", "engine_not_ready", headers={"Retry-After": "5"}
+            )
+        depth = self.engine.queue_depth()
+        self.metrics.queue_depth.set(depth)
+        if self.inflight >= self.settings.max_inflight or depth >= self.settings.max_engine_queue:
+            self.metrics.rejected.labels("overloaded").inc()
+            raise APIError(
+                503, f"server busy ({depth} requests queued); retry shortly", "overloaded", headers={"Retry-After": "2"}
+            )
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self.inflight += 1
+        start = time.perf_counter()
+        first_at: float | None = None
+        last: GenerationChunk | None = None
+        try:
+            async for chunk in self.engine.generate(req):
+                if first_at is None:
+                    first_at = time.perf_counter()
+                    self.metrics.ttft.observe(first_at - start)
+                last = chunk
+                yield chunk
+        finally:
+            self.inflight -= 1
+            if last is not None and first_at is not None:
+                self.metrics.generated.inc(last.completion_tokens)
+                elapsed = time.perf_counter() - first_at
+                if last.completion_tokens > 1 and elapsed > 0:
+                    self.metrics.tokens_per_s.observe((last.completion_tokens - 1) / elapsed)
+
+    async def prepare(
+        self,
+        source: VideoSource | None,
+        sampling: SamplingFields,
+        messages: list[tuple[str, str]],
+        system: str | None,
+        max_tokens: int,
+        question_index: int | None = None,
+    ) -> tuple[str, Frames | None, int]:
+        """Build the prompt for a conversation; the video (if any) goes into turn `question_index`."""
+        frames: Frames | None = None
+        visual = 0
+        if source is not None:
+            path, meta = await self.resolve(source)
+            spec = self.spec(sampling)
+            planned = self.planned_frames(meta, spec)
+            # Budget check first, with placeholder timestamps of the planned length.
+            draft = list(messages)
+            idx = question_index if question_index is not None else len(draft) - 1
+            draft[idx] = ("user", video_user_turn(draft[idx][1], meta["duration"], [0.0] * planned))
+            visual = self.check_budget(planned, chatml(draft, system=system), max_tokens)
+            frames = await self.frames(path, meta["id"], spec)
+            messages = list(messages)
+            messages[idx] = ("user", video_user_turn(messages[idx][1], frames.duration, frames.timestamps))
+        return chatml(messages, system=system), frames, visual
+
+    async def complete(self, req: GenerationRequest, frames: Frames | None, visual: int) -> Answer:
+        last: GenerationChunk | None = None
+        async for chunk in self.stream(req):
+            last = chunk
+        assert last is not None
+        usage = Usage(
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            total_tokens=last.prompt_tokens + last.completion_tokens,
+            visual_tokens=visual,
+            cached_tokens=last.cached_tokens,
+        )
+        return Answer(last.text, last.finish_reason, usage, frames)
+
+    async def ask(self, source: VideoSource, question: str, sampling: SamplingFields, gen: Any) -> Answer:
+        """One question about one video (REST QA, captions and jobs)."""
+        self.admit()
+        prompt, frames, visual = await self.prepare(source, sampling, [("user", question)], None, gen.max_tokens)
+        req = GenerationRequest(
+            prompt=prompt,
+            frames=frames.frames if frames else None,
+            max_tokens=gen.max_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            seed=gen.seed,
+        )
+        return await self.complete(req, frames, visual)
+
+
+async def cancel_on_disconnect(request: Any, coro: Any) -> Any:
+    """Run `coro`, cancelling it (and so aborting its engine request) if the client goes away."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if not done and await request.is_disconnected():
+            task.cancel()
+            raise APIError(499, "client disconnected", "client_disconnected")
+    return task.result()
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

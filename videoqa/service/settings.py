@@ -1,0 +1,99 @@
+"""One settings object, read from environment variables prefixed VIDEOQA_ (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDEOQA_", env_file=None, extra="ignore")
+
+    # --- model / engine -----------------------------------------------------------------------------
+    model: str | None = None
+    """Checkpoint directory to serve; unset -> the embedded default (the demo checkpoint, or a tiny one)."""
+    model_name: str | None = None
+    """Name reported by /v1/models and accepted in requests (default: the checkpoint dir's name)."""
+    engine_url: str | None = None
+    """Split mode: talk to a `videoqa engine` at this URL instead of running the engine in-process."""
+    dtype: str = "auto"
+    """Engine dtype (auto | float32 | bfloat16 | float16)."""
+    max_model_len: int | None = Field(default=None, ge=256)
+    """Context length; default: the checkpoint's."""
+    max_num_seqs: int = Field(default=8, ge=1)
+    """Sequences the engine batches at once."""
+    kv_cache_gib: int | None = 1
+    """CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE); ignored on GPU."""
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """GPUs per engine."""
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+    port: int = 8000
+    """Port to bind."""
+    api_keys: str = ""
+    """Comma-separated API keys accepted as `Authorization: Bearer KEY`; empty = no auth."""
+    max_upload_bytes: int = 1024**3
+    """Largest video upload (multipart), in bytes (413 beyond)."""
+    max_json_bytes: int = 64 * 1024**2
+    """Largest JSON body (data: URLs included), in bytes (413 beyond)."""
+    rate_limit_per_minute: int = 0
+    """Requests per API key (or client address) per minute; 0 = unlimited."""
+    max_inflight: int = Field(default=32, ge=1)
+    """Generation requests in flight in this gateway before it answers 503."""
+    max_engine_queue: int = Field(default=64, ge=1)
+    """Engine queue depth beyond which new requests get 503 + Retry-After."""
+    shutdown_grace_s: float = 30.0
+    """Seconds to finish in-flight requests on shutdown."""
+
+    # --- video --------------------------------------------------------------------------------------
+    data_dir: Path = Path("~/.cache/videoqa/data").expanduser()
+    """Where uploaded and fetched videos are stored (named by content hash)."""
+    default_num_frames: int | None = None
+    """Frames sampled when a request does not say (default: the checkpoint's max_frames, 64 for LLaVA-Video)."""
+    max_frames: int = Field(default=64, ge=1)
+    """Most frames a request may ask for."""
+    default_policy: str = "fast"
+    """Sampling policy when unspecified: fast | exact."""
+    decode_workers: int = Field(default=2, ge=1)
+    """Decode worker processes."""
+    decode_timeout_s: float = 60.0
+    """Wall time for decoding one video."""
+    max_video_seconds: float = 4 * 3600
+    """Longest video accepted."""
+    max_video_pixels: int = 4096 * 2304
+    """Largest frame accepted (width x height)."""
+    frame_cache_ttl_s: float = 3600.0
+    """How long decoded frames stay cached."""
+    frame_cache_max_bytes: int = 64 * 1024**2
+    """Largest decoded-frame entry cached."""
+
+    # --- URL fetching ------------------------------------------------------------------------------
+    fetch_max_bytes: int = 512 * 1024**2
+    """Largest video fetched from a URL."""
+    fetch_timeout_s: float = 120.0
+    """Total time for fetching one URL."""
+    fetch_allow_domains: list[str] = []
+    """If set, video URLs must be on these domains (or subdomains)."""
+    fetch_allow_cidrs: list[str] = []
+    """Non-public networks that may be fetched from anyway (empty: none; for tests and private mirrors)."""
+
+    # --- state and jobs ----------------------------------------------------------------------------
+    redis_url: str | None = None
+    """Redis for shared state (cache, files, limits, jobs); unset = in-process."""
+    redis_namespace: str = "videoqa"
+    """Key prefix in Redis."""
+    job_workers: int = Field(default=1, ge=0)
+    """Background job workers in this gateway (0 = submit only)."""
+    job_lease_s: float = 30.0
+    """A running job whose worker stops renewing its lease for this long is re-queued."""
+    job_max_attempts: int = Field(default=3, ge=1)
+    """Attempts before a job is marked failed."""
+
+    @cached_property
+    def keys(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())

@@ -1,0 +1,445 @@
+"""Shared state: decoded-frame cache, file registry, rate limits and the job queue.
+
+Two backends with the same behaviour: Redis (redis-py asyncio) for real deployments, in-process for one
+machine. If Redis goes away the gateway keeps answering: cache reads miss, rate limits fall back to a local
+limiter, the file registry falls back to this process's own copy, and job operations raise
+StateUnavailableError (503) instead of silently dropping accepted work. A small circuit breaker keeps an
+outage from adding a timeout to every request, and the next attempt after it reconnects.
+
+Jobs are delivered at least once: a claim moves a job to "running" with a lease; a worker that dies stops
+renewing it and `requeue_expired` puts the job back. Completion is idempotent: the first result wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class StateUnavailableError(RuntimeError):
+    """The shared store is unreachable for an operation that must not be faked (jobs)."""
+
+
+@dataclass
+class RateDecision:
+    allowed: bool
+    remaining: int
+    retry_after_s: float
+
+
+@dataclass
+class JobRecord:
+    id: str
+    status: str  # queued | running | succeeded | failed
+    payload: dict[str, Any]
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    worker: str | None = None
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("worker")
+        return d
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In-process backend
+# ---------------------------------------------------------------------------------------------------------
+
+
+class MemoryState:
+    backend = "memory"
+
+    def __init__(self, max_attempts: int = 3) -> None:
+        self.max_attempts = max_attempts
+        self._cache: dict[str, tuple[bytes, float | None]] = {}
+        self._files: dict[str, dict[str, Any]] = {}
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._jobs: dict[str, JobRecord] = {}
+        self._queue: list[str] = []
+        self._leases: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    async def ping(self) -> bool:
+        return True
+
+    def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+    # cache
+    async def cache_get(self, key: str) -> bytes | None:
+        item = self._cache.get(key)
+        if item is None or (item[1] is not None and item[1] < time.time()):
+            self._cache.pop(key, None)
+            self.cache_misses += 1
+            return None
+        self.cache_hits += 1
+        return item[0]
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        self._cache[key] = (value, time.time() + ttl_s if ttl_s else None)
+
+    # files
+    async def file_put(self, file_id: str, meta: dict[str, Any]) -> None:
+        self._files[file_id] = dict(meta)
+
+    async def file_get(self, file_id: str) -> dict[str, Any] | None:
+        meta = self._files.get(file_id)
+        return dict(meta) if meta is not None else None
+
+    async def file_delete(self, file_id: str) -> bool:
+        return self._files.pop(file_id, None) is not None
+
+    # rate limits (fixed windows)
+    async def rate_hit(self, key: str, limit: int, window_s: float) -> RateDecision:
+        now = time.time()
+        window = int(now // window_s)
+        start, count = self._windows.get(key, (window, 0))
+        if start != window:
+            count = 0
+        count += 1
+        self._windows[key] = (window, count)
+        retry = (window + 1) * window_s - now
+        return RateDecision(count <= limit, max(limit - count, 0), retry if count > limit else 0.0)
+
+    # jobs
+    async def job_submit(self, job_id: str, payload: dict[str, Any]) -> JobRecord:
+        async with self._lock:
+            if job_id not in self._jobs:
+                self._jobs[job_id] = JobRecord(job_id, "queued", payload)
+                self._queue.insert(0, job_id)
+            return self._jobs[job_id]
+
+    async def job_claim(self, worker_id: str, lease_s: float) -> JobRecord | None:
+        async with self._lock:
+            if not self._queue:
+                return None
+            job = self._jobs[self._queue.pop()]
+            job.status, job.worker, job.updated = "running", worker_id, time.time()
+            job.attempts += 1
+            self._leases[job.id] = time.time() + lease_s
+            return JobRecord(**asdict(job))
+
+    async def job_heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        async with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status != "running" or job.worker != worker_id:
+                return False
+            self._leases[job_id] = time.time() + lease_s
+            return True
+
+    async def job_complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> None:
+        async with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status == "succeeded":
+                return  # first result wins
+            job.status, job.result, job.error, job.updated = "succeeded", result, None, time.time()
+            self._leases.pop(job_id, None)
+            if job_id in self._queue:
+                self._queue.remove(job_id)
+
+    async def job_fail(self, job_id: str, worker_id: str, error: dict[str, Any], retry: bool) -> None:
+        async with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status == "succeeded":
+                return
+            self._leases.pop(job_id, None)
+            job.error, job.updated = error, time.time()
+            if retry and job.attempts < self.max_attempts:
+                job.status = "queued"
+                self._queue.insert(0, job_id)
+            else:
+                job.status = "failed"
+
+    async def job_get(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        return JobRecord(**asdict(job)) if job else None
+
+    async def job_requeue_expired(self) -> int:
+        async with self._lock:
+            now, moved = time.time(), 0
+            for job_id, expiry in list(self._leases.items()):
+                if expiry < now:
+                    del self._leases[job_id]
+                    job = self._jobs[job_id]
+                    job.status = "queued" if job.attempts < self.max_attempts else "failed"
+                    if job.status == "queued":
+                        self._queue.insert(0, job_id)
+                    moved += 1
+            return moved
+
+    async def job_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for job in self._jobs.values():
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Redis backend
+# ---------------------------------------------------------------------------------------------------------
+
+_CLAIM = """
+local id = redis.call('RPOP', KEYS[1])
+if not id then return false end
+redis.call('ZADD', KEYS[2], ARGV[1], id)
+local key = ARGV[3] .. id
+redis.call('HSET', key, 'status', 'running', 'worker', ARGV[2], 'updated', ARGV[4])
+redis.call('HINCRBY', key, 'attempts', 1)
+return id
+"""
+_COMPLETE = """
+local key = ARGV[1] .. ARGV[2]
+if redis.call('EXISTS', key) == 0 then return 0 end
+if redis.call('HGET', key, 'status') == 'succeeded' then return 0 end
+redis.call('HSET', key, 'status', 'succeeded', 'result', ARGV[3], 'updated', ARGV[4])
+redis.call('HDEL', key, 'error')
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('LREM', KEYS[2], 0, ARGV[2])
+return 1
+"""
+_FAIL = """
+local key = ARGV[1] .. ARGV[2]
+local status = redis.call('HGET', key, 'status')
+if (not status) or status == 'succeeded' then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[2])
+local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0')
+redis.call('HSET', key, 'error', ARGV[3], 'updated', ARGV[4])
+if ARGV[5] == '1' and attempts < tonumber(ARGV[6]) then
+  redis.call('HSET', key, 'status', 'queued')
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+else
+  redis.call('HSET', key, 'status', 'failed')
+end
+return 1
+"""
+_REQUEUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local key = ARGV[2] .. id
+  local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0')
+  if attempts < tonumber(ARGV[3]) then
+    redis.call('HSET', key, 'status', 'queued')
+    redis.call('LPUSH', KEYS[2], id)
+  else
+    redis.call('HSET', key, 'status', 'failed', 'error', '{"message": "worker lost too many times"}')
+  end
+end
+return #ids
+"""
+
+
+class RedisState:
+    backend = "redis"
+
+    def __init__(self, url: str, namespace: str = "videoqa", max_attempts: int = 3, result_ttl_s: int = 7 * 86400):
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.ns = namespace
+        self.max_attempts = max_attempts
+        self.result_ttl_s = result_ttl_s
+        self._redis = aioredis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5, decode_responses=False
+        )
+        self._local = MemoryState(max_attempts)  # fallbacks during an outage
+        self._down_until = 0.0
+        self._backoff = 0.5
+        self._was_down = False
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._claim = self._redis.register_script(_CLAIM)
+        self._complete = self._redis.register_script(_COMPLETE)
+        self._fail = self._redis.register_script(_FAIL)
+        self._requeue = self._redis.register_script(_REQUEUE)
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.ns, *parts))
+
+    def healthy(self) -> bool:
+        return time.monotonic() >= self._down_until and not self._was_down
+
+    async def _call(self, fn, *args, **kwargs):
+        """Run a Redis call; on connection trouble open the breaker and raise StateUnavailableError."""
+        import redis.exceptions as rexc
+
+        if time.monotonic() < self._down_until:
+            raise StateUnavailableError("Redis is unreachable; retrying shortly")
+        try:
+            result = await fn(*args, **kwargs)
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as err:
+            self._down_until = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 5.0)
+            if not self._was_down:
+                log.warning("Redis at %s is unreachable (%s); serving with local fallbacks", self.url, err)
+            self._was_down = True
+            raise StateUnavailableError(f"Redis is unreachable: {err}") from err
+        if self._was_down:
+            log.warning("Redis at %s is back", self.url)
+            self._was_down = False
+        self._backoff = 0.5
+        return result
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(self._redis.ping))
+        except StateUnavailableError:
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    # cache: an outage is a miss
+    async def cache_get(self, key: str) -> bytes | None:
+        try:
+            value = await self._call(self._redis.get, self._k("cache", key))
+        except StateUnavailableError:
+            value = None
+        if value is None:
+            self.cache_misses += 1
+        else:
+            self.cache_hits += 1
+        return value
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        with contextlib.suppress(StateUnavailableError):
+            await self._call(self._redis.set, self._k("cache", key), value, ex=int(ttl_s) if ttl_s else None)
+
+    # files: write-through to a local copy so this gateway still finds its own uploads during an outage
+    async def file_put(self, file_id: str, meta: dict[str, Any]) -> None:
+        await self._local.file_put(file_id, meta)
+        with contextlib.suppress(StateUnavailableError):
+            await self._call(self._redis.set, self._k("file", file_id), json.dumps(meta))
+
+    async def file_get(self, file_id: str) -> dict[str, Any] | None:
+        try:
+            raw = await self._call(self._redis.get, self._k("file", file_id))
+        except StateUnavailableError:
+            return await self._local.file_get(file_id)
+        return json.loads(raw) if raw else None
+
+    async def file_delete(self, file_id: str) -> bool:
+        local = await self._local.file_delete(file_id)
+        try:
+            return bool(await self._call(self._redis.delete, self._k("file", file_id))) or local
+        except StateUnavailableError:
+            return local
+
+    # rate limits: an outage falls back to this process's own windows
+    async def rate_hit(self, key: str, limit: int, window_s: float) -> RateDecision:
+        now = time.time()
+        window = int(now // window_s)
+        rkey = self._k("rate", key, str(window))
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(rkey)
+            pipe.expire(rkey, int(window_s) + 1)
+            count, _ = await self._call(pipe.execute)
+        except StateUnavailableError:
+            return await self._local.rate_hit(key, limit, window_s)
+        retry = (window + 1) * window_s - now
+        return RateDecision(count <= limit, max(limit - count, 0), retry if count > limit else 0.0)
+
+    # jobs: never faked
+    async def job_submit(self, job_id: str, payload: dict[str, Any]) -> JobRecord:
+        key = self._k("job", job_id)
+        now = str(time.time())
+        created = await self._call(self._redis.hsetnx, key, "payload", json.dumps(payload))
+        if created:
+            await self._call(
+                self._redis.hset, key, mapping={"status": "queued", "attempts": 0, "created": now, "updated": now}
+            )
+            await self._call(self._redis.lpush, self._k("jobs", "queue"), job_id)
+        job = await self.job_get(job_id)
+        assert job is not None
+        return job
+
+    async def job_claim(self, worker_id: str, lease_s: float) -> JobRecord | None:
+        job_id = await self._call(
+            self._claim,
+            keys=[self._k("jobs", "queue"), self._k("jobs", "leases")],
+            args=[time.time() + lease_s, worker_id, self._k("job", ""), time.time()],
+        )
+        if not job_id:
+            return None
+        return await self.job_get(job_id.decode())
+
+    async def job_heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        owner = await self._call(self._redis.hget, self._k("job", job_id), "worker")
+        status = await self._call(self._redis.hget, self._k("job", job_id), "status")
+        if owner is None or owner.decode() != worker_id or status != b"running":
+            return False
+        await self._call(self._redis.zadd, self._k("jobs", "leases"), {job_id: time.time() + lease_s})
+        return True
+
+    async def job_complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> None:
+        await self._call(
+            self._complete,
+            keys=[self._k("jobs", "leases"), self._k("jobs", "queue")],
+            args=[self._k("job", ""), job_id, json.dumps(result), time.time()],
+        )
+        await self._call(self._redis.expire, self._k("job", job_id), self.result_ttl_s)
+
+    async def job_fail(self, job_id: str, worker_id: str, error: dict[str, Any], retry: bool) -> None:
+        await self._call(
+            self._fail,
+            keys=[self._k("jobs", "leases"), self._k("jobs", "queue")],
+            args=[self._k("job", ""), job_id, json.dumps(error), time.time(), "1" if retry else "0", self.max_attempts],
+        )
+
+    async def job_get(self, job_id: str) -> JobRecord | None:
+        raw = await self._call(self._redis.hgetall, self._k("job", job_id))
+        if not raw:
+            return None
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        return JobRecord(
+            id=job_id,
+            status=d.get("status", "queued"),
+            payload=json.loads(d.get("payload", "{}")),
+            attempts=int(d.get("attempts", 0)),
+            result=json.loads(d["result"]) if "result" in d else None,
+            error=json.loads(d["error"]) if "error" in d else None,
+            worker=d.get("worker"),
+            created=float(d.get("created", 0)),
+            updated=float(d.get("updated", 0)),
+        )
+
+    async def job_requeue_expired(self) -> int:
+        return int(
+            await self._call(
+                self._requeue,
+                keys=[self._k("jobs", "leases"), self._k("jobs", "queue")],
+                args=[time.time(), self._k("job", ""), self.max_attempts],
+            )
+        )
+
+    async def job_counts(self) -> dict[str, int]:
+        queued = await self._call(self._redis.llen, self._k("jobs", "queue"))
+        running = await self._call(self._redis.zcard, self._k("jobs", "leases"))
+        return {"queued": int(queued), "running": int(running)}
+
+
+State = MemoryState | RedisState
+
+
+def create_state(redis_url: str | None, namespace: str = "videoqa", max_attempts: int = 3) -> State:
+    """Redis when a URL is configured, in-process otherwise (same behaviour)."""
+    if redis_url:
+        return RedisState(redis_url, namespace=namespace, max_attempts=max_attempts)
+    return MemoryState(max_attempts=max_attempts)
