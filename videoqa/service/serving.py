@@ -233,8 +233,9 @@ class VideoQAService:
         return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)
 
     # ---- generation --------------------------------------------------------------------------------
-    def admit(self) -> None:
-        """Backpressure: refuse new work (503 + Retry-After) rather than queue without bound."""
+    def admit(self) -> Slot:
+        """Backpressure: reserve an in-flight slot now, or refuse (503 + Retry-After) rather than queue
+        without bound. The caller releases the slot when the request (or its stream) ends."""
         if not self.engine.ready():
             raise APIError(
                 503, "the engine is still loading; retry shortly", "engine_not_ready", headers={"Retry-After": "5"}
@@ -246,9 +247,9 @@ class VideoQAService:
             raise APIError(
                 503, f"server busy ({depth} requests queued); retry shortly", "overloaded", headers={"Retry-After": "2"}
             )
+        return Slot(self)
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        self.inflight += 1
         start = time.perf_counter()
         first_at: float | None = None
         last: GenerationChunk | None = None
@@ -260,7 +261,6 @@ class VideoQAService:
                 last = chunk
                 yield chunk
         finally:
-            self.inflight -= 1
             if last is not None and first_at is not None:
                 self.metrics.generated.inc(last.completion_tokens)
                 elapsed = time.perf_counter() - first_at
@@ -309,17 +309,37 @@ class VideoQAService:
 
     async def ask(self, source: VideoSource, question: str, sampling: SamplingFields, gen: Any) -> Answer:
         """One question about one video (REST QA, captions and jobs)."""
-        self.admit()
-        prompt, frames, visual = await self.prepare(source, sampling, [("user", question)], None, gen.max_tokens)
-        req = GenerationRequest(
-            prompt=prompt,
-            frames=frames.frames if frames else None,
-            max_tokens=gen.max_tokens,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            seed=gen.seed,
-        )
-        return await self.complete(req, frames, visual)
+        with self.admit():
+            prompt, frames, visual = await self.prepare(source, sampling, [("user", question)], None, gen.max_tokens)
+            req = GenerationRequest(
+                prompt=prompt,
+                frames=frames.frames if frames else None,
+                max_tokens=gen.max_tokens,
+                temperature=gen.temperature,
+                top_p=gen.top_p,
+                seed=gen.seed,
+            )
+            return await self.complete(req, frames, visual)
+
+
+class Slot:
+    """An admitted request's place in the gateway; released exactly once."""
+
+    def __init__(self, service: VideoQAService) -> None:
+        self.service = service
+        self.held = True
+        service.inflight += 1
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.service.inflight -= 1
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 async def cancel_on_disconnect(request: Any, coro: Any) -> Any:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from videoqa.model.engine import GenerationRequest
+from videoqa.model.prompt import SYSTEM_PROMPT
 from videoqa.service.deps import get_service, rate_limit
 from videoqa.service.errors import COMMON_ERRORS, APIError
 from videoqa.service.protocol import (
@@ -23,7 +24,7 @@ from videoqa.service.protocol import (
     Usage,
     VideoSource,
 )
-from videoqa.service.serving import VideoQAService, cancel_on_disconnect
+from videoqa.service.serving import Slot, VideoQAService, cancel_on_disconnect
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(rate_limit)], responses=COMMON_ERRORS)
 
@@ -81,39 +82,54 @@ async def chat(body: ChatCompletionRequest, request: Request, service: VideoQASe
             "model_not_found",
             "model",
         )
-    service.admit()
     turns, system, video, video_turn = _flatten(body)
     max_tokens = body.max_completion_tokens or body.max_tokens or 256
-    from videoqa.model.prompt import SYSTEM_PROMPT
-
-    prompt, frames, visual = await service.prepare(video, body, turns, system or SYSTEM_PROMPT, max_tokens, video_turn)
-    stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
-    req = GenerationRequest(
-        prompt=prompt,
-        frames=frames.frames if frames else None,
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
-        stop=stop,
-    )
-    model = service.engine.model_name
-    if not body.stream:
-        answer = await cancel_on_disconnect(request, service.complete(req, frames, visual))
-        return ChatCompletion(
-            model=model,
-            usage=answer.usage,
-            choices=[ChatChoice(message=ChatChoiceMessage(content=answer.text), finish_reason=answer.finish_reason)],
+    slot = service.admit()  # held until the answer (or the whole stream) is done
+    try:
+        prompt, frames, visual = await service.prepare(
+            video, body, turns, system or SYSTEM_PROMPT, max_tokens, video_turn
         )
+        stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
+        req = GenerationRequest(
+            prompt=prompt,
+            frames=frames.frames if frames else None,
+            max_tokens=max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop=stop,
+        )
+        model = service.engine.model_name
+        if not body.stream:
+            with slot:
+                answer = await cancel_on_disconnect(request, service.complete(req, frames, visual))
+            return ChatCompletion(
+                model=model,
+                usage=answer.usage,
+                choices=[
+                    ChatChoice(message=ChatChoiceMessage(content=answer.text), finish_reason=answer.finish_reason)
+                ],
+            )
+    except BaseException:
+        slot.release()
+        raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _sse(service, req, model, visual, include_usage),
+        _sse(service, slot, req, model, visual, include_usage),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _sse(
+    service: VideoQAService, slot: Slot, req: GenerationRequest, model: str, visual: int, include_usage: bool
+) -> AsyncIterator[str]:
+    with slot:
+        async for event in _events(service, req, model, visual, include_usage):
+            yield event
+
+
+async def _events(
     service: VideoQAService, req: GenerationRequest, model: str, visual: int, include_usage: bool
 ) -> AsyncIterator[str]:
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -1,0 +1,109 @@
+"""The OpenAI-compatible API with the official `openai` client, unchanged."""
+
+from __future__ import annotations
+
+import base64
+
+import openai
+import pytest
+
+
+@pytest.fixture(scope="module")
+def gw(start_gateway):
+    return start_gateway()
+
+
+@pytest.fixture(scope="module")
+def client(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def file_id(client, videos) -> str:
+    with open(videos["short"], "rb") as f:
+        import httpx
+
+        r = httpx.post(f"{client.base_url}files", files={"file": ("v.mp4", f, "video/mp4")}, timeout=60)
+    return r.json()["id"]
+
+
+def _messages(url: str, text: str = "What happens in this video?") -> list[dict]:
+    return [
+        {"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": text}]}
+    ]
+
+
+def test_models_lists_the_served_checkpoint(client) -> None:
+    models = client.models.list().data
+    assert len(models) == 1 and models[0].id
+
+
+def test_chat_plain_and_streaming_give_the_same_text(client, file_id) -> None:
+    model = client.models.list().data[0].id
+    extra = {"num_frames": 8, "policy": "exact"}
+    plain = client.chat.completions.create(
+        model=model, messages=_messages(f"videoqa://files/{file_id}"), max_tokens=12, temperature=0, extra_body=extra
+    )
+    text = plain.choices[0].message.content
+    assert plain.usage.prompt_tokens > 8 * 20 and 1 <= plain.usage.completion_tokens <= 12
+    assert plain.choices[0].finish_reason in ("stop", "length")
+    stream = client.chat.completions.create(
+        model=model,
+        messages=_messages(f"videoqa://files/{file_id}"),
+        max_tokens=12,
+        temperature=0,
+        extra_body=extra,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == text
+    assert usage is not None and usage.completion_tokens == plain.usage.completion_tokens
+    assert finish == plain.choices[0].finish_reason
+
+
+def test_chat_with_a_data_url_video_and_a_system_prompt(client, videos) -> None:
+    data = base64.b64encode(videos["other"].read_bytes()).decode()
+    messages = [{"role": "system", "content": "Answer briefly."}, *_messages(f"data:video/mp4;base64,{data}")]
+    out = client.chat.completions.create(
+        model=client.models.list().data[0].id, messages=messages, max_tokens=4, extra_body={"num_frames": 4}
+    )
+    assert out.usage.completion_tokens >= 1
+
+
+def test_text_only_chat_works(client) -> None:
+    out = client.chat.completions.create(
+        model=client.models.list().data[0].id, messages=[{"role": "user", "content": "hello"}], max_tokens=3
+    )
+    assert out.usage.prompt_tokens > 0
+
+
+def test_openai_errors_have_the_openai_shape(client, file_id) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="no-such-model", messages=_messages(f"videoqa://files/{file_id}"))
+    assert err.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(
+            model=client.models.list().data[0].id,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video_url", "video_url": {"url": f"videoqa://files/{file_id}"}},
+                        {"type": "video_url", "video_url": {"url": f"videoqa://files/{file_id}"}},
+                    ],
+                }
+            ],
+        )
+    assert "one video" in err.value.message
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(
+            model=client.models.list().data[0].id,
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+        )
