@@ -190,6 +190,24 @@ async def test_pool_survives_a_crashed_worker(pool: DecodePool, corpus) -> None:
     assert got.frames.shape[0] == 4
 
 
+async def test_a_memory_bomb_hits_the_worker_limit_not_the_server(pool: DecodePool, corpus) -> None:
+    with pytest.raises(VideoTooLargeError, match="memory limit"):
+        await pool._run(bytearray, 8 * 1024**3)  # stands in for a decoder allocating past RLIMIT_AS
+    assert (await pool.sample(corpus["faststart.mp4"], SPEC)).frames.shape[0] == 4
+
+
+async def test_ten_hours_within_a_raised_limit_is_sampled_quickly(corpus) -> None:
+    from videoqa.video import sample_frames
+
+    start = time.monotonic()
+    got = sample_frames(corpus["ten_hours.mkv"], SPEC, DecodeLimits(max_duration_s=11 * 3600))
+    assert time.monotonic() - start < 10.0
+    assert got.duration == pytest.approx(36000, rel=0.02)
+    assert got.frames.shape == (4, 48, 64, 3) and got.timestamps == sorted(got.timestamps)
+    # Its header claims 1 fps; the targets must still spread over the ten hours, not the first four seconds.
+    assert got.timestamps[0] == 0.0 and got.timestamps[-1] > 30000
+
+
 async def test_typed_errors_cross_the_process_boundary(pool: DecodePool, corpus) -> None:
     with pytest.raises(VideoError) as info:
         await pool.probe(corpus["notes.txt"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import av
@@ -89,6 +90,39 @@ def test_variable_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
         nearest = min(real, key=lambda x: abs(x - ts))
         assert abs(nearest - ts) < 0.01  # a timestamp the file really has
         assert read_pattern(frame) == real[nearest]  # and the frame shown at it
+
+
+class _NoSeek(io.RawIOBase):
+    """A write-only, unseekable sink: the Matroska muxer cannot go back to write the Duration element."""
+
+    def __init__(self, sink: io.BufferedWriter) -> None:
+        self.sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return self.sink.write(data)
+
+
+def test_missing_duration_is_estimated_from_packets(tmp_path: Path) -> None:
+    src = make_test_video(tmp_path / "src.mkv", seconds=3, fps=10, gop=10, container="matroska")
+    streamed = tmp_path / "streamed.mkv"
+    with open(streamed, "wb") as raw, av.open(str(src)) as inp, av.open(_NoSeek(raw), "w", format="matroska") as out:
+        ostream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = ostream
+                out.mux(packet)
+    with av.open(str(streamed)) as c:
+        assert c.duration is None and c.streams.video[0].duration is None  # really no duration anywhere
+    info = probe(streamed)
+    assert info.duration == pytest.approx(3.0, abs=0.01) and info.num_frames == 30
+    got = sample_frames(streamed, SamplingSpec(num_frames=4, policy="exact", size=(160, 120)))
+    assert [read_pattern(f) for f in got.frames] == list(np.linspace(0, 29, 4, dtype=int))
 
 
 def test_timestamps_feed_the_time_instruction(gop_video: Path) -> None:

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from videoqa.video.errors import DecoderCrashedError, DecodeTimeoutError
+from videoqa.video.errors import DecoderCrashedError, DecodeTimeoutError, VideoTooLargeError
 from videoqa.video.sampler import probe, sample_frames
 from videoqa.video.types import DecodeLimits, SampledVideo, SamplingSpec, VideoInfo
 
@@ -81,6 +81,12 @@ class DecodePool:
             self._restart(executor)
             raise DecodeTimeoutError(
                 f"decoding did not finish within {grace:.0f} s and was stopped; send a shorter video"
+            ) from err
+        except MemoryError as err:
+            # RLIMIT_AS made an allocation fail inside the worker; the worker itself is still sound.
+            raise VideoTooLargeError(
+                f"decoding needed more than the {self.limits.max_memory_bytes / 1024**3:.1f} GiB memory limit; "
+                "send a smaller or lower-resolution video"
             ) from err
         except BrokenProcessPool as err:
             self._restart(executor)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from videoqa.video.errors import (
     CorruptVideoError,
@@ -204,7 +205,12 @@ def probe(path: str | os.PathLike, limits: DecodeLimits | None = None) -> VideoI
 def target_times(info: VideoInfo, spec: SamplingSpec) -> tuple[list[float], float]:
     """Target presentation times (seconds) and the sampling interval, per the LLaVA-Video policies."""
     total = max(info.num_frames, 1)
-    fps = info.fps if info.fps > 0 else total / max(info.duration, 1e-6)
+    fps = info.fps
+    measured = total / max(info.duration, 1e-6)
+    if not fps > 0 or abs(total / fps - info.duration) > 0.1 * info.duration + 2.0 / fps:
+        # The declared rate disagrees with the data (a 1 fps header over frames 10 minutes apart): index -> time
+        # must follow the packets, or every target would land in the first seconds.
+        fps = measured
 
     def uniform(n: int) -> list[float]:
         idx = np.linspace(0, total - 1, n, dtype=int)
@@ -221,14 +227,14 @@ def target_times(info: VideoInfo, spec: SamplingSpec) -> tuple[list[float], floa
     return times, interval
 
 
-def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None, scaler: VideoReformatter) -> np.ndarray:
     rot = getattr(frame, "rotation", 0) or 0
     k = int(round(rot / 90)) % 4
-    if size is None:
-        arr = frame.to_ndarray(format="rgb24")
-    else:
-        w, h = size if k % 2 == 0 else (size[1], size[0])  # resize before rotating a sideways frame
-        arr = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BICUBIC")
+    w, h = (None, None) if size is None else (size if k % 2 == 0 else (size[1], size[0]))  # resize, then rotate
+    # One reformatter per file keeps swscale's context (filters built once): 2.6 ms instead of 7-23 ms per
+    # 720p -> 384x384 bicubic frame with frame.to_ndarray, which builds a new one each call; same pixels.
+    # threads=1: a pool runs one worker per core already.
+    arr = scaler.reformat(frame, width=w, height=h, format="rgb24", interpolation="BICUBIC", threads=1).to_ndarray()
     if k:
         # `rotation` is the display matrix's counter-clockwise angle (an iPhone portrait clip says -90, i.e.
         # show it turned 90 degrees clockwise); turning the pixels by it shows them upright.
@@ -252,6 +258,7 @@ def _decode_at(
     it = None
     prev: av.VideoFrame | None = None
     pending: av.VideoFrame | None = None
+    scaler = VideoReformatter()
 
     def ftime(f: av.VideoFrame) -> float:
         return (f.pts * float(tb) - info.start_time) if f.pts is not None else float(f.time or 0.0)
@@ -287,7 +294,7 @@ def _decode_at(
         if chosen is None:
             raise CorruptVideoError(f"no frame could be decoded at {t:.2f} s; the file is truncated or damaged")
         info.rotation = int(getattr(chosen, "rotation", 0) or 0)
-        frames.append(_to_rgb(chosen, size))
+        frames.append(_to_rgb(chosen, size, scaler))
         stamps.append(round(ftime(chosen), 6))
     return frames, stamps, decoded
 
@@ -321,7 +328,8 @@ def sample_frames(
                     mapped.append(t)
             times = mapped
         order = sorted(range(len(times)), key=times.__getitem__)
-        frames, stamps, decoded = _decode_at(container, stream, info, [times[i] for i in order], spec.size, deadline)
+        ordered = [times[i] for i in order]
+        frames, stamps, decoded = _decode_at(container, stream, info, ordered, spec.size, deadline)
         inverse = sorted(range(len(order)), key=order.__getitem__)
         frames = [frames[i] for i in inverse]
         stamps = [stamps[i] for i in inverse]
