@@ -64,9 +64,11 @@ def make_long_video(path: Path, seconds: int, fps: int = 30, size=(1280, 720), g
     return path
 
 
-def ours(policy: str, frames: int) -> Callable[[Path], int]:
+def ours(policy: str, frames: int, fps: float | None = None) -> Callable[[Path], int]:
+    spec = SamplingSpec(num_frames=frames, fps=fps, max_frames=frames, policy=policy, size=(384, 384))
+
     def run(path: Path) -> int:
-        return len(sample_frames(path, SamplingSpec(num_frames=frames, policy=policy, size=(384, 384))).frames)
+        return len(sample_frames(path, spec).frames)
 
     return run
 
@@ -92,12 +94,14 @@ def opencv_loader(frames: int) -> Callable[[Path], int]:
     return run
 
 
-def timeit(fn: Callable[[Path], int], path: Path, repeat: int) -> float:
+def timeit(fn: Callable[[Path], int], path: Path, repeat: int, expect: int) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        fn(path)
+        got = fn(path)
         times.append(time.perf_counter() - t)
+        if got != expect:  # a loader that returns fewer frames is not doing the same work
+            raise RuntimeError(f"returned {got} frames, expected {expect}")
     return statistics.median(times)
 
 
@@ -119,27 +123,35 @@ def main() -> None:
             make_long_video(args.cache / f"long_{long_s}s_v2.mp4", long_s),
             args.frames,
             2,
+            None,
         ),
-        "10 s 720p30 clip, 2 s GOPs": (make_long_video(args.cache / "short_10s_v2.mp4", 10, gop_s=2.0), args.frames, 3),
+        "10 s 720p30 clip, 2 s GOPs": (
+            make_long_video(args.cache / "short_10s_v2.mp4", 10, gop_s=2.0),
+            args.frames,
+            3,
+            None,
+        ),
         "120 s at 1 fps sampling (fps=1 -> 64 cap)": (
             make_long_video(args.cache / "mid_120s_v2.mp4", 120, gop_s=4.0),
             64,
             2,
+            1.0,
         ),
     }
     loaders = {
-        "ours fast": lambda n: ours("fast", n),
-        "ours exact": lambda n: ours("exact", n),
-        "decord": decord_loader,
-        "vLLM OpenCV": opencv_loader,
+        # Baselines take uniform n: LLaVA-NeXT's fps path falls back to exactly that when fps gives more than n.
+        "ours fast": lambda n, fps: ours("fast", n, fps),
+        "ours exact": lambda n, fps: ours("exact", n, fps),
+        "decord": lambda n, fps: decord_loader(n),
+        "vLLM OpenCV": lambda n, fps: opencv_loader(n),
     }
     results: dict[str, dict[str, float]] = {}
-    for name, (path, n, repeat) in videos.items():
+    for name, (path, n, repeat, fps) in videos.items():
         results[name] = {}
         path.read_bytes()  # into the page cache first: whichever loader ran first would otherwise pay for the disk
         for label, make in loaders.items():
             try:
-                results[name][label] = timeit(make(n), path, repeat)
+                results[name][label] = timeit(make(n, fps), path, repeat, n)
             except Exception as err:  # a missing optional loader must not hide the rest
                 console.print(f"[yellow]{label} failed on {name}: {err}")
                 results[name][label] = float("nan")
