@@ -72,12 +72,14 @@ def frames(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{video.name}: {got.info.width}x{got.info.height} {got.info.codec}, {got.duration:.2f} s")
+    console = Console()
+    # A header line, not a table title: rich wraps a title to the (narrow) table's width.
+    console.print(f"{video.name}: {got.info.width}x{got.info.height} {got.info.codec}, {got.duration:.2f} s, {policy}")
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("time (s)", justify="right")
     for i, t in enumerate(got.timestamps):
         table.add_row(str(i), f"{t:.3f}")
-    console = Console()
     console.print(table)
     t = got.timings
     console.print(
