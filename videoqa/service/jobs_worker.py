@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 
+from videoqa.service.errors import APIError
 from videoqa.service.protocol import JobRequest
 from videoqa.service.serving import CAPTION_PROMPT, VideoQAService
 from videoqa.service.state import StateUnavailableError
@@ -60,6 +61,14 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
             metrics.jobs.labels("succeeded").inc()
         except asyncio.CancelledError:
             raise  # shutdown: the lease lapses and another worker redoes it
+        except APIError as err:
+            if err.status >= 500:  # overloaded or not ready: try again later
+                with contextlib.suppress(StateUnavailableError):
+                    await state.job_fail(job.id, worker, {"message": err.message, "code": err.code}, True)
+                metrics.jobs.labels("retried").inc()
+            else:  # the request itself is wrong (unknown file, over budget): retrying cannot help
+                await state.job_fail(job.id, worker, {"message": err.message, "code": err.code}, False)
+                metrics.jobs.labels("failed").inc()
         except (VideoError, ValueError) as err:  # the input is bad: retrying cannot help
             await state.job_fail(job.id, worker, {"message": str(err), "code": getattr(err, "code", "invalid")}, False)
             metrics.jobs.labels("failed").inc()

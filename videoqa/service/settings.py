@@ -52,7 +52,8 @@ class Settings(BaseSettings):
 
     # --- video --------------------------------------------------------------------------------------
     data_dir: Path = Path("~/.cache/videoqa/data").expanduser()
-    """Where uploaded and fetched videos are stored (named by content hash)."""
+    """Where uploaded and fetched videos are stored (named by content hash). Gateways that share a Redis must
+    share this directory too (e.g. a ReadWriteMany volume), so any of them can serve any upload or job."""
     default_num_frames: int | None = None
     """Frames sampled when a request does not say (default: the checkpoint's max_frames, 64 for LLaVA-Video)."""
     max_frames: int = Field(default=64, ge=1)

@@ -332,7 +332,14 @@ class RedisState:
             raw = await self._call(self._redis.get, self._k("file", file_id))
         except StateUnavailableError:
             return await self._local.file_get(file_id)
-        return json.loads(raw) if raw else None
+        if raw:
+            return json.loads(raw)
+        # A Redis that restarted empty forgets uploads this gateway still holds: re-register them.
+        local = await self._local.file_get(file_id)
+        if local is not None:
+            with contextlib.suppress(StateUnavailableError):
+                await self._call(self._redis.set, self._k("file", file_id), json.dumps(local))
+        return local
 
     async def file_delete(self, file_id: str) -> bool:
         local = await self._local.file_delete(file_id)
