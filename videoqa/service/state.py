@@ -178,8 +178,11 @@ class MemoryState:
                     del self._leases[job_id]
                     job = self._jobs[job_id]
                     job.status = "queued" if job.attempts < self.max_attempts else "failed"
+                    job.updated = time.time()
                     if job.status == "queued":
                         self._queue.insert(0, job_id)
+                    else:  # same record as the Redis backend's _REQUEUE script
+                        job.error = {"message": "worker lost too many times"}
                     moved += 1
             return moved
 
@@ -228,6 +231,15 @@ else
 end
 return 1
 """
+# Atomic: a lease is only extended for the job's current owner while it is still leased, so a heartbeat that
+# races a requeue cannot resurrect a lease for a job that is already back in the queue (it would be pushed twice).
+_HEARTBEAT = """
+local key = ARGV[1] .. ARGV[2]
+if redis.call('HGET', key, 'worker') ~= ARGV[3] or redis.call('HGET', key, 'status') ~= 'running' then return 0 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+return 1
+"""
 _REQUEUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 for _, id in ipairs(ids) do
@@ -268,6 +280,7 @@ class RedisState:
         self._complete = self._redis.register_script(_COMPLETE)
         self._fail = self._redis.register_script(_FAIL)
         self._requeue = self._redis.register_script(_REQUEUE)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.ns, *parts))
@@ -319,7 +332,9 @@ class RedisState:
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
         with contextlib.suppress(StateUnavailableError):
-            await self._call(self._redis.set, self._k("cache", key), value, ex=int(ttl_s) if ttl_s else None)
+            # px, not ex: int() of a sub-second TTL would be 0 and store the value forever.
+            px = max(1, int(ttl_s * 1000)) if ttl_s else None
+            await self._call(self._redis.set, self._k("cache", key), value, px=px)
 
     # files: write-through to a local copy so this gateway still finds its own uploads during an outage
     async def file_put(self, file_id: str, meta: dict[str, Any]) -> None:
@@ -388,12 +403,12 @@ class RedisState:
         return await self.job_get(job_id.decode())
 
     async def job_heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        owner = await self._call(self._redis.hget, self._k("job", job_id), "worker")
-        status = await self._call(self._redis.hget, self._k("job", job_id), "status")
-        if owner is None or owner.decode() != worker_id or status != b"running":
-            return False
-        await self._call(self._redis.zadd, self._k("jobs", "leases"), {job_id: time.time() + lease_s})
-        return True
+        ok = await self._call(
+            self._heartbeat,
+            keys=[self._k("jobs", "leases")],
+            args=[self._k("job", ""), job_id, worker_id, time.time() + lease_s],
+        )
+        return bool(ok)
 
     async def job_complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> None:
         await self._call(

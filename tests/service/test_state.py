@@ -1,0 +1,240 @@
+"""Both state backends (in-process and a real redis-server) behave the same: frame cache, file registry, rate
+limits and the at-least-once job queue; the Redis backend survives an outage and recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.service.conftest import RedisServer
+from videoqa.service.state import RedisState, State, StateUnavailableError, create_state
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state(request: pytest.FixtureRequest) -> AsyncIterator[State]:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        # A fresh namespace per test keeps tests independent on the shared server.
+        st = create_state(server.url, namespace=f"t{uuid.uuid4().hex[:8]}", max_attempts=3)
+    else:
+        st = create_state(None, max_attempts=3)
+    assert st.backend == request.param
+    yield st
+    await st.close()
+
+
+async def test_ping_and_health(state: State) -> None:
+    assert await state.ping() is True
+    assert state.healthy()
+
+
+async def test_cache_hit_miss_and_ttl(state: State) -> None:
+    assert await state.cache_get("k") is None
+    await state.cache_set("k", b"\x00frames\xff", ttl_s=None)
+    await state.cache_set("short", b"gone soon", ttl_s=0.3)
+    assert await state.cache_get("k") == b"\x00frames\xff"
+    assert await state.cache_get("short") == b"gone soon"
+    await asyncio.sleep(0.5)
+    assert await state.cache_get("short") is None  # a sub-second TTL expires (not rounded down to "forever")
+    assert await state.cache_get("k") == b"\x00frames\xff"
+    assert (state.cache_hits, state.cache_misses) == (3, 2)
+
+
+async def test_file_registry(state: State) -> None:
+    meta = {"id": "file-1", "bytes": 123, "filename": "clip.mp4", "sha256": "ab" * 32}
+    assert await state.file_get("file-1") is None
+    await state.file_put("file-1", meta)
+    assert await state.file_get("file-1") == meta
+    assert await state.file_delete("file-1") is True
+    assert await state.file_get("file-1") is None
+    assert await state.file_delete("file-1") is False
+
+
+async def test_rate_limit_denies_over_limit_with_retry_after(state: State) -> None:
+    decisions = [await state.rate_hit("user-a", limit=3, window_s=30) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0, 0]
+    assert all(d.retry_after_s == 0.0 for d in decisions[:3])
+    # retry_after is the time to the end of the current window: positive and at most one window.
+    assert all(0.0 < d.retry_after_s <= 30.0 for d in decisions[3:])
+    other = await state.rate_hit("user-b", limit=3, window_s=30)
+    assert other.allowed and other.remaining == 2  # keys are independent
+
+
+async def test_rate_limit_window_resets(state: State) -> None:
+    # Align to the start of a 1 s window so both hits land in the same window.
+    await asyncio.sleep(1.0 - time.time() % 1.0 + 0.01)
+    assert (await state.rate_hit("burst", limit=1, window_s=1)).allowed
+    denied = await state.rate_hit("burst", limit=1, window_s=1)
+    assert not denied.allowed and 0.0 < denied.retry_after_s <= 1.0
+    await asyncio.sleep(denied.retry_after_s + 0.05)
+    assert (await state.rate_hit("burst", limit=1, window_s=1)).allowed
+
+
+async def test_submit_is_idempotent_and_claim_runs_once(state: State) -> None:
+    first = await state.job_submit("job-1", {"q": "what happens?"})
+    again = await state.job_submit("job-1", {"q": "a different payload is ignored"})
+    assert first.status == again.status == "queued"
+    assert again.payload == {"q": "what happens?"} and again.attempts == 0
+    claimed = await state.job_claim("w1", lease_s=30)
+    assert claimed is not None and claimed.id == "job-1"
+    assert claimed.status == "running" and claimed.attempts == 1 and claimed.worker == "w1"
+    assert await state.job_claim("w2", lease_s=30) is None  # submitted twice, queued once
+
+
+async def test_jobs_are_claimed_in_submission_order(state: State) -> None:
+    for i in range(3):
+        await state.job_submit(f"order-{i}", {"i": i})
+    ids = [(await state.job_claim("w", 30)).id for _ in range(3)]  # type: ignore[union-attr]
+    assert ids == ["order-0", "order-1", "order-2"]
+
+
+async def test_first_result_wins(state: State) -> None:
+    await state.job_submit("job-r", {})
+    await state.job_claim("w1", lease_s=30)
+    await state.job_complete("job-r", "w1", {"answer": "first"})
+    await state.job_complete("job-r", "w1", {"answer": "second"})
+    await state.job_fail("job-r", "w1", {"message": "late failure"}, retry=True)
+    job = await state.job_get("job-r")
+    assert job is not None and job.status == "succeeded"
+    assert job.result == {"answer": "first"} and job.error is None
+    assert await state.job_claim("w2", 30) is None  # a completed job is never handed out again
+    assert await state.job_get("missing") is None
+
+
+async def test_fail_retries_until_max_attempts(state: State) -> None:
+    await state.job_submit("job-f", {})
+    for attempt in (1, 2, 3):
+        job = await state.job_claim(f"w{attempt}", lease_s=30)
+        assert job is not None and job.id == "job-f" and job.attempts == attempt
+        await state.job_fail("job-f", f"w{attempt}", {"message": f"boom {attempt}"}, retry=True)
+    job = await state.job_get("job-f")
+    assert job is not None and job.status == "failed" and job.error == {"message": "boom 3"}
+    assert await state.job_claim("w4", 30) is None
+
+
+async def test_fail_without_retry_is_final(state: State) -> None:
+    await state.job_submit("job-4xx", {})
+    await state.job_claim("w1", 30)
+    await state.job_fail("job-4xx", "w1", {"message": "bad video"}, retry=False)
+    job = await state.job_get("job-4xx")
+    assert job is not None and job.status == "failed" and job.attempts == 1
+    assert await state.job_claim("w2", 30) is None
+
+
+async def test_dead_worker_job_is_redelivered_and_completed_once(state: State) -> None:
+    await state.job_submit("job-d", {"video": "v"})
+    dead = await state.job_claim("dead-worker", lease_s=0.3)
+    assert dead is not None
+    assert await state.job_requeue_expired() == 0  # lease still valid
+    await asyncio.sleep(0.45)  # the worker "dies": no heartbeat
+    assert await state.job_requeue_expired() == 1
+    assert (await state.job_get("job-d")).status == "queued"  # type: ignore[union-attr]
+    assert await state.job_heartbeat("job-d", "dead-worker", 30) is False  # the lost lease is not revived
+    live = await state.job_claim("live-worker", lease_s=30)
+    assert live is not None and live.id == "job-d" and live.attempts == 2
+    await state.job_complete("job-d", "live-worker", {"answer": "done"})
+    # The dead worker comes back late with its own answer: ignored, first result wins.
+    await state.job_complete("job-d", "dead-worker", {"answer": "stale"})
+    job = await state.job_get("job-d")
+    assert job is not None and job.status == "succeeded" and job.result == {"answer": "done"}
+    assert await state.job_requeue_expired() == 0
+    assert await state.job_claim("w3", 30) is None
+
+
+async def test_heartbeat_keeps_the_lease(state: State) -> None:
+    await state.job_submit("job-h", {})
+    await state.job_claim("w1", lease_s=0.3)
+    assert await state.job_heartbeat("job-h", "someone-else", 30) is False
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        assert await state.job_heartbeat("job-h", "w1", 0.3) is True
+        assert await state.job_requeue_expired() == 0
+    assert (await state.job_get("job-h")).status == "running"  # type: ignore[union-attr]
+
+
+async def test_lease_lost_too_often_fails_the_job(state: State) -> None:
+    await state.job_submit("job-x", {})
+    for attempt in (1, 2, 3):
+        assert (await state.job_claim(f"w{attempt}", lease_s=0.05)) is not None
+        await asyncio.sleep(0.1)
+        assert await state.job_requeue_expired() == 1
+    job = await state.job_get("job-x")
+    assert job is not None and job.status == "failed" and job.attempts == 3
+    assert job.error == {"message": "worker lost too many times"}
+
+
+async def test_concurrent_claims_never_share_a_job(state: State) -> None:
+    n_jobs, n_workers = 40, 8
+    for i in range(n_jobs):
+        await state.job_submit(f"c-{i}", {"i": i})
+    claimed: dict[str, list[str]] = {}
+
+    async def worker(name: str) -> None:
+        while (job := await state.job_claim(name, lease_s=30)) is not None:
+            claimed.setdefault(job.id, []).append(name)
+            await asyncio.sleep(0)  # let the other workers interleave
+
+    await asyncio.gather(*(worker(f"w{i}") for i in range(n_workers)))
+    assert sorted(claimed) == sorted(f"c-{i}" for i in range(n_jobs))
+    assert all(len(owners) == 1 for owners in claimed.values()), claimed
+    assert len({o[0] for o in claimed.values()}) > 1  # the work really was spread over several workers
+
+
+# --------------------------------------------------------------------------------------------------------
+# Redis outage: a private server, so stopping it does not disturb other tests sharing the session one
+# --------------------------------------------------------------------------------------------------------
+
+
+async def _wait_until(cond, timeout: float) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await cond():
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("condition not met in time")
+
+
+async def test_redis_outage_degrades_and_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    st = create_state(server.url, namespace="outage")
+    assert isinstance(st, RedisState)
+    try:
+        await st.cache_set("frames", b"abc", ttl_s=60)
+        await st.file_put("file-1", {"id": "file-1"})
+        await st.job_submit("before", {})
+        assert await st.cache_get("frames") == b"abc"
+
+        server.stop()  # Redis goes away mid-test
+        assert await st.cache_get("frames") is None  # an outage is a miss, not an exception
+        await st.cache_set("frames", b"new", ttl_s=60)  # silently skipped
+        assert await st.file_get("file-1") == {"id": "file-1"}  # this gateway's own copy
+        limited = [await st.rate_hit("u", limit=2, window_s=30) for _ in range(3)]
+        assert [d.allowed for d in limited] == [True, True, False]  # local limiter still enforces limits
+        with pytest.raises(StateUnavailableError):
+            await st.job_submit("during", {})  # accepted work is never silently dropped
+        with pytest.raises(StateUnavailableError):
+            await st.job_claim("w", 30)
+        assert await st.ping() is False
+        assert not st.healthy()
+        assert any("unreachable" in r.getMessage() for r in caplog.records)
+
+        server.start()  # same port, empty (no persistence)
+        await _wait_until(st.ping, timeout=15)  # reconnects by itself after the backoff
+        assert st.healthy()
+        assert await st.file_get("file-1") == {"id": "file-1"}  # re-registered from the local copy
+        job = await st.job_submit("after", {"q": 1})
+        assert job.status == "queued"
+        claimed = await st.job_claim("w", 30)
+        assert claimed is not None and claimed.id == "after"
+        await st.cache_set("frames", b"again", ttl_s=60)
+        assert await st.cache_get("frames") == b"again"
+    finally:
+        await st.close()
+        server.stop()
