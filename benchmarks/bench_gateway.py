@@ -63,7 +63,8 @@ def main() -> None:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.videos):
-                video = make_test_video(Path(tmp) / f"v{i}.mp4", seconds=60, fps=30, size=(1280, 720), gop=240)
+                # distinct content per video (the id is the content hash)
+                video = make_test_video(Path(tmp) / f"v{i}.mp4", seconds=60, fps=30 - i, size=(1280, 720), gop=240)
                 with video.open("rb") as f:
                     file_id = httpx.post(f"{url}/v1/files", files={"file": (video.name, f)}, timeout=120).json()["id"]
                 body = {"file_id": file_id, "num_frames": args.frames, "policy": args.policy, "max_tokens": 8}
