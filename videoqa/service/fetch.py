@@ -57,6 +57,18 @@ class UpstreamError(FetchError):
     code = "upstream_error"
 
 
+class UnsupportedContentTypeError(FetchError):
+    """The server says the body is a web page or data document, not a video (e.g. an HTML error/login page)."""
+
+    http_status = 415
+    code = "unsupported_content_type"
+
+
+# Bodies with these types are never videos; anything else (video/*, application/octet-stream, none) is left for
+# the decoder to judge, since many hosts serve videos with generic types.
+_NOT_VIDEO_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "image/svg")
+
+
 @dataclass
 class FetchOptions:
     max_bytes: int = 512 * 1024**2
@@ -165,19 +177,30 @@ async def fetch_to_file(url: str, dest: Path, opts: FetchOptions | None = None) 
                         continue
                     if resp.status_code >= 400:
                         raise UpstreamError(f"{url} answered HTTP {resp.status_code}")
+                    ctype = resp.headers.get("content-type")
+                    if ctype and ctype.lower().startswith(_NOT_VIDEO_TYPES):
+                        raise UnsupportedContentTypeError(
+                            f"{url} serves {ctype!r}, not a video; link the video file itself"
+                        )
                     declared = int(resp.headers.get("content-length") or 0)
                     if declared > opts.max_bytes:
                         raise FetchTooLargeError(f"{url} is {declared} bytes, over the limit of {opts.max_bytes}")
                     digest, size = hashlib.sha256(), 0
-                    with dest.open("wb") as f:
-                        async for chunk in resp.aiter_bytes():
-                            size += len(chunk)
-                            if size > opts.max_bytes:
-                                raise FetchTooLargeError(f"{url} is over the limit of {opts.max_bytes} bytes")
-                            if time.monotonic() > deadline:
-                                raise FetchTimeoutError(f"fetching {url} took over {opts.total_timeout_s:.0f} s")
-                            digest.update(chunk)
-                            f.write(chunk)
+                    try:
+                        with dest.open("wb") as f:
+                            async for chunk in resp.aiter_bytes():
+                                size += len(chunk)
+                                if size > opts.max_bytes:
+                                    raise FetchTooLargeError(f"{url} is over the limit of {opts.max_bytes} bytes")
+                                if time.monotonic() > deadline:
+                                    raise FetchTimeoutError(
+                                        f"fetching {url} took over {opts.total_timeout_s:g} s (total_timeout_s)"
+                                    )
+                                digest.update(chunk)
+                                f.write(chunk)
+                    except BaseException:
+                        dest.unlink(missing_ok=True)  # never leave a truncated video behind for the decoder
+                        raise
                     return FetchResult(dest, size, digest.hexdigest(), resp.headers.get("content-type"), url)
             except httpx.TimeoutException as err:
                 raise FetchTimeoutError(f"fetching {url} timed out") from err
