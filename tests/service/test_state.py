@@ -45,6 +45,43 @@ async def test_cache_hit_miss_and_ttl(state: State) -> None:
     assert (state.cache_hits, state.cache_misses) == (3, 2)
 
 
+async def test_cache_skips_values_over_the_size_cap(request: pytest.FixtureRequest) -> None:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    for st in (
+        create_state(None, cache_max_bytes=100, cache_capacity_bytes=1000),
+        create_state(server.url, namespace=f"t{uuid.uuid4().hex[:8]}", cache_max_bytes=100),
+    ):
+        await st.cache_set("small", b"x" * 100, ttl_s=60)
+        await st.cache_set("huge", b"x" * 101, ttl_s=60)  # skipped, not an error
+        assert await st.cache_get("small") == b"x" * 100
+        assert await st.cache_get("huge") is None
+        await st.close()
+
+
+async def test_memory_cache_evicts_least_recently_used() -> None:
+    st = create_state(None, cache_max_bytes=400, cache_capacity_bytes=1000)
+    for key in "abc":
+        await st.cache_set(key, key.encode() * 400, ttl_s=None)  # 1200 bytes offered, 1000 fit
+    assert await st.cache_get("a") is None  # oldest went first
+    assert await st.cache_get("b") is not None  # b is now the most recently used
+    await st.cache_set("d", b"d" * 400, ttl_s=None)
+    assert await st.cache_get("c") is None
+    assert await st.cache_get("b") == b"b" * 400 and await st.cache_get("d") == b"d" * 400
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_attempts": 0}, "max_attempts must be >= 1, got 0"),
+        ({"cache_max_bytes": 0}, "cache_max_bytes"),
+        ({"cache_max_bytes": 10, "cache_capacity_bytes": 5}, "cache_capacity_bytes"),
+    ],
+)
+def test_bad_settings_name_the_value(kwargs: dict[str, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_state(None, **kwargs)
+
+
 async def test_file_registry(state: State) -> None:
     meta = {"id": "file-1", "bytes": 123, "filename": "clip.mp4", "sha256": "ab" * 32}
     assert await state.file_get("file-1") is None

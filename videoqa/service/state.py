@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,9 +61,21 @@ class JobRecord:
 class MemoryState:
     backend = "memory"
 
-    def __init__(self, max_attempts: int = 3) -> None:
+    def __init__(
+        self, max_attempts: int = 3, cache_max_bytes: int = 64 * 1024**2, cache_capacity_bytes: int = 512 * 1024**2
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if not 0 < cache_max_bytes <= cache_capacity_bytes:
+            raise ValueError(
+                f"need 0 < cache_max_bytes ({cache_max_bytes}) <= cache_capacity_bytes ({cache_capacity_bytes})"
+            )
         self.max_attempts = max_attempts
-        self._cache: dict[str, tuple[bytes, float | None]] = {}
+        self.cache_max_bytes = cache_max_bytes
+        self.cache_capacity_bytes = cache_capacity_bytes
+        # LRU order: without a total bound every decoded video would stay in this process's memory forever.
+        self._cache: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._cache_bytes = 0
         self._files: dict[str, dict[str, Any]] = {}
         self._windows: dict[str, tuple[int, int]] = {}
         self._jobs: dict[str, JobRecord] = {}
@@ -85,14 +98,27 @@ class MemoryState:
     async def cache_get(self, key: str) -> bytes | None:
         item = self._cache.get(key)
         if item is None or (item[1] is not None and item[1] < time.time()):
-            self._cache.pop(key, None)
+            self._cache_drop(key)
             self.cache_misses += 1
             return None
+        self._cache.move_to_end(key)
         self.cache_hits += 1
         return item[0]
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        if len(value) > self.cache_max_bytes:
+            log.debug("not caching %s: %d bytes > cache_max_bytes %d", key, len(value), self.cache_max_bytes)
+            return
+        self._cache_drop(key)
         self._cache[key] = (value, time.time() + ttl_s if ttl_s else None)
+        self._cache_bytes += len(value)
+        while self._cache_bytes > self.cache_capacity_bytes:
+            self._cache_drop(next(iter(self._cache)))  # least recently used first
+
+    def _cache_drop(self, key: str) -> None:
+        item = self._cache.pop(key, None)
+        if item is not None:
+            self._cache_bytes -= len(item[0])
 
     # files
     async def file_put(self, file_id: str, meta: dict[str, Any]) -> None:
@@ -260,9 +286,21 @@ return #ids
 class RedisState:
     backend = "redis"
 
-    def __init__(self, url: str, namespace: str = "videoqa", max_attempts: int = 3, result_ttl_s: int = 7 * 86400):
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "videoqa",
+        max_attempts: int = 3,
+        result_ttl_s: int = 7 * 86400,
+        cache_max_bytes: int = 64 * 1024**2,
+    ) -> None:
         import redis.asyncio as aioredis
 
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if result_ttl_s < 1:
+            raise ValueError(f"result_ttl_s must be >= 1 s, got {result_ttl_s}")
+        self.cache_max_bytes = cache_max_bytes
         self.url = url
         self.ns = namespace
         self.max_attempts = max_attempts
@@ -270,7 +308,7 @@ class RedisState:
         self._redis = aioredis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5, decode_responses=False
         )
-        self._local = MemoryState(max_attempts)  # fallbacks during an outage
+        self._local = MemoryState(max_attempts, cache_max_bytes, cache_max_bytes)  # fallbacks during an outage
         self._down_until = 0.0
         self._backoff = 0.5
         self._was_down = False
@@ -331,6 +369,9 @@ class RedisState:
         return value
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        if len(value) > self.cache_max_bytes:  # one huge video must not fill Redis (its memory is shared)
+            log.debug("not caching %s: %d bytes > cache_max_bytes %d", key, len(value), self.cache_max_bytes)
+            return
         with contextlib.suppress(StateUnavailableError):
             # px, not ex: int() of a sub-second TTL would be 0 and store the value forever.
             px = max(1, int(ttl_s * 1000)) if ttl_s else None
@@ -460,8 +501,23 @@ class RedisState:
 State = MemoryState | RedisState
 
 
-def create_state(redis_url: str | None, namespace: str = "videoqa", max_attempts: int = 3) -> State:
-    """Redis when a URL is configured, in-process otherwise (same behaviour)."""
+def create_state(
+    redis_url: str | None,
+    namespace: str = "videoqa",
+    max_attempts: int = 3,
+    *,
+    cache_max_bytes: int = 64 * 1024**2,
+    cache_capacity_bytes: int = 512 * 1024**2,
+    result_ttl_s: int = 7 * 86400,
+) -> State:
+    """Redis when a URL is configured, in-process otherwise (same behaviour).
+
+    cache_max_bytes: largest single cache value stored (bigger ones are skipped, never an error).
+    cache_capacity_bytes: total in-process cache size (LRU); Redis bounds itself with its own maxmemory policy.
+    result_ttl_s: how long a finished job's record and result are kept in Redis.
+    """
     if redis_url:
-        return RedisState(redis_url, namespace=namespace, max_attempts=max_attempts)
-    return MemoryState(max_attempts=max_attempts)
+        return RedisState(
+            redis_url, namespace, max_attempts, result_ttl_s=result_ttl_s, cache_max_bytes=cache_max_bytes
+        )
+    return MemoryState(max_attempts, cache_max_bytes=cache_max_bytes, cache_capacity_bytes=cache_capacity_bytes)
