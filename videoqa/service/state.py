@@ -223,6 +223,15 @@ class MemoryState:
 # Redis backend
 # ---------------------------------------------------------------------------------------------------------
 
+# Atomic submit: a gateway dying between "create the record" and "queue it" would otherwise leave a job that
+# every later (idempotent) submit sees as existing but no worker ever receives.
+_SUBMIT = """
+local key = ARGV[1] .. ARGV[2]
+if redis.call('HSETNX', key, 'payload', ARGV[3]) == 0 then return 0 end
+redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'created', ARGV[4], 'updated', ARGV[4])
+redis.call('LPUSH', KEYS[1], ARGV[2])
+return 1
+"""
 _CLAIM = """
 local id = redis.call('RPOP', KEYS[1])
 if not id then return false end
@@ -319,6 +328,7 @@ class RedisState:
         self._fail = self._redis.register_script(_FAIL)
         self._requeue = self._redis.register_script(_REQUEUE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._submit = self._redis.register_script(_SUBMIT)
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.ns, *parts))
@@ -421,16 +431,14 @@ class RedisState:
 
     # jobs: never faked
     async def job_submit(self, job_id: str, payload: dict[str, Any]) -> JobRecord:
-        key = self._k("job", job_id)
-        now = str(time.time())
-        created = await self._call(self._redis.hsetnx, key, "payload", json.dumps(payload))
-        if created:
-            await self._call(
-                self._redis.hset, key, mapping={"status": "queued", "attempts": 0, "created": now, "updated": now}
-            )
-            await self._call(self._redis.lpush, self._k("jobs", "queue"), job_id)
+        await self._call(
+            self._submit,
+            keys=[self._k("jobs", "queue")],
+            args=[self._k("job", ""), job_id, json.dumps(payload), time.time()],
+        )
         job = await self.job_get(job_id)
-        assert job is not None
+        if job is None:  # only if the record expired between the two calls (result_ttl_s)
+            raise StateUnavailableError(f"job {job_id} vanished right after submission; submit it again")
         return job
 
     async def job_claim(self, worker_id: str, lease_s: float) -> JobRecord | None:
