@@ -78,20 +78,8 @@ def _make_engine(settings: Settings) -> tuple[VideoQAEngine, object | None]:
         return RemoteEngine(settings.engine_url), tokenizer
     from transformers import AutoTokenizer
 
-    from videoqa.model.engine import LocalEngine
-    from videoqa.model.tiny import default_checkpoint
-
-    ckpt = settings.model or str(default_checkpoint())
-    engine = LocalEngine(
-        ckpt,
-        model_name=settings.model_name,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs,
-        kv_cache_gib=settings.kv_cache_gib,
-        tensor_parallel_size=settings.tensor_parallel_size,
-    )
-    return engine, AutoTokenizer.from_pretrained(ckpt)
+    engine = settings.local_engine()
+    return engine, AutoTokenizer.from_pretrained(engine.checkpoint)
 
 
 def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = None) -> FastAPI:

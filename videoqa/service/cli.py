@@ -53,21 +53,9 @@ def engine(
     """Run only the engine behind an internal HTTP API, for gateways started with --engine-url."""
     import uvicorn
 
-    from videoqa.model.engine import LocalEngine
-    from videoqa.model.tiny import default_checkpoint
     from videoqa.service.engine_server import create_engine_app
     from videoqa.service.settings import Settings
 
-    settings = Settings()
-    ckpt = model or Path(settings.model or default_checkpoint())
-    local = LocalEngine(
-        ckpt,
-        model_name=settings.model_name,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs,
-        kv_cache_gib=settings.kv_cache_gib,
-        tensor_parallel_size=settings.tensor_parallel_size,
-    )
+    local = Settings().local_engine(model)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_engine_app(local), host=host, port=port, log_level="info")

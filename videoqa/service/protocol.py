@@ -71,6 +71,17 @@ class Usage(BaseModel):
     visual_tokens: int = 0
     cached_tokens: int = 0
 
+    @classmethod
+    def of(cls, last: Any, visual: int) -> Usage:
+        """Usage from a generation's final chunk (videoqa.model.engine.GenerationChunk)."""
+        return cls(
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            total_tokens=last.prompt_tokens + last.completion_tokens,
+            visual_tokens=visual,
+            cached_tokens=last.cached_tokens,
+        )
+
 
 class QAResponse(BaseModel):
     answer: str

@@ -298,13 +298,7 @@ class VideoQAService:
         async for chunk in self.stream(req):
             last = chunk
         assert last is not None
-        usage = Usage(
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-            total_tokens=last.prompt_tokens + last.completion_tokens,
-            visual_tokens=visual,
-            cached_tokens=last.cached_tokens,
-        )
+        usage = Usage.of(last, visual)
         return Answer(last.text, last.finish_reason, usage, frames)
 
     async def ask(self, source: VideoSource, question: str, sampling: SamplingFields, gen: Any) -> Answer:

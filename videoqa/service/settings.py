@@ -98,3 +98,18 @@ class Settings(BaseSettings):
     @cached_property
     def keys(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    def local_engine(self, checkpoint: str | Path | None = None):
+        """The in-process vLLM engine these settings describe (embedded `serve` and `videoqa engine`)."""
+        from videoqa.model.engine import LocalEngine
+        from videoqa.model.tiny import default_checkpoint
+
+        return LocalEngine(
+            checkpoint or self.model or default_checkpoint(),
+            model_name=self.model_name,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            max_num_seqs=self.max_num_seqs,
+            kv_cache_gib=self.kv_cache_gib,
+            tensor_parallel_size=self.tensor_parallel_size,
+        )

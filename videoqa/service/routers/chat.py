@@ -156,13 +156,7 @@ async def _events(
                 {"content": chunk.delta} if chunk.delta else {}, chunk.finish_reason if chunk.finished else None
             )
     if include_usage and last is not None:
-        usage = Usage(
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-            total_tokens=last.prompt_tokens + last.completion_tokens,
-            visual_tokens=visual,
-            cached_tokens=last.cached_tokens,
-        )
+        usage = Usage.of(last, visual)
         yield event({}, None, usage.model_dump(), choices=False)
     yield "data: [DONE]\n\n"
 
