@@ -73,6 +73,8 @@ class DecodeLimits:
     """Wall time for one probe or sample, enforced in the worker and by the pool."""
     max_memory_bytes: int = 4 * 1024**3
     """Address-space cap for a decode worker process (RLIMIT_AS)."""
+    scale_threads: int = 2
+    """swscale threads for resizing the returned frames (1 when every core already runs a busy worker)."""
 
 
 @dataclass
