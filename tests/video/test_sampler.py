@@ -142,3 +142,12 @@ def test_spec_validation_and_cache_key() -> None:
     assert SamplingSpec(num_frames=8).cache_key() == SamplingSpec(num_frames=8).cache_key()
     assert SamplingSpec(num_frames=8).cache_key() != SamplingSpec(num_frames=8, policy="exact").cache_key()
     assert DecodeLimits().max_pixels > 1920 * 1080
+
+
+def test_a_known_probe_skips_the_packet_pass_and_gives_the_same_frames(gop_video: Path) -> None:
+    info = probe(gop_video)
+    spec = SamplingSpec(num_frames=6, policy="fast", size=(160, 120))
+    cold = sample_frames(gop_video, spec)
+    warm = sample_frames(gop_video, spec, info=info)
+    assert warm.timestamps == cold.timestamps and np.array_equal(warm.frames, cold.frames)
+    assert warm.timings["probe_s"] < cold.timings["probe_s"]

@@ -188,8 +188,7 @@ class VideoQAService:
         )
 
     def planned_frames(self, meta: dict[str, Any], spec: SamplingSpec) -> int:
-        info = VideoInfo(**{k: meta[k] for k in VideoInfo.__dataclass_fields__ if k in meta})
-        return len(target_times(info, spec)[0])
+        return len(target_times(self.video_info(meta), spec)[0])
 
     def count_text_tokens(self, prompt: str) -> int:
         if self.tokenizer is not None:
@@ -216,7 +215,12 @@ class VideoQAService:
         self.metrics.visual_tokens.observe(visual)
         return visual
 
-    async def frames(self, path: Path, sha: str, spec: SamplingSpec) -> Frames:
+    @staticmethod
+    def video_info(meta: dict[str, Any]) -> VideoInfo:
+        """The upload-time probe kept in the file registry (keyframe index included)."""
+        return VideoInfo(**{k: meta[k] for k in VideoInfo.__dataclass_fields__ if k in meta})
+
+    async def frames(self, path: Path, sha: str, spec: SamplingSpec, info: VideoInfo | None = None) -> Frames:
         key = f"frames:{sha}:{spec.cache_key()}"
         blob = await self.state.cache_get(key)
         if blob is not None:
@@ -225,7 +229,7 @@ class VideoQAService:
             return Frames(frames, stamps, duration, cache_hit=True)
         self.metrics.cache_misses.inc()
         start = time.perf_counter()
-        got = await self.pool.sample(path, spec)
+        got = await self.pool.sample(path, spec, info)  # no second packet pass: the upload probe has the index
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
         packed = _pack(got.frames, got.timestamps, got.duration)
         if len(packed) <= self.settings.frame_cache_max_bytes:
@@ -288,7 +292,7 @@ class VideoQAService:
             idx = question_index if question_index is not None else len(draft) - 1
             draft[idx] = ("user", video_user_turn(draft[idx][1], meta["duration"], [0.0] * planned))
             visual = self.check_budget(planned, chatml(draft, system=system), max_tokens)
-            frames = await self.frames(path, meta["id"], spec)
+            frames = await self.frames(path, meta["id"], spec, self.video_info(meta))
             messages = list(messages)
             messages[idx] = ("user", video_user_turn(messages[idx][1], frames.duration, frames.timestamps))
         return chatml(messages, system=system), frames, visual

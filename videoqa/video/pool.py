@@ -97,8 +97,8 @@ class DecodePool:
     async def probe(self, path: str | os.PathLike) -> VideoInfo:
         return await self._run(probe, str(path), self.limits)
 
-    async def sample(self, path: str | os.PathLike, spec: SamplingSpec) -> SampledVideo:
-        return await self._run(sample_frames, str(path), spec, self.limits)
+    async def sample(self, path: str | os.PathLike, spec: SamplingSpec, info: VideoInfo | None = None) -> SampledVideo:
+        return await self._run(sample_frames, str(path), spec, self.limits, info)
 
     def sample_sync(self, path: str | os.PathLike, spec: SamplingSpec) -> SampledVideo:
         return asyncio.run(self.sample(path, spec))

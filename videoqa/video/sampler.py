@@ -306,9 +306,17 @@ def _decode_at(
 
 
 def sample_frames(
-    path: str | os.PathLike, spec: SamplingSpec | None = None, limits: DecodeLimits | None = None
+    path: str | os.PathLike,
+    spec: SamplingSpec | None = None,
+    limits: DecodeLimits | None = None,
+    info: VideoInfo | None = None,
 ) -> SampledVideo:
-    """Sample frames from `path` per `spec`, in-process (use DecodePool in servers)."""
+    """Sample frames from `path` per `spec`, in-process (use DecodePool in servers).
+
+    `info`: this file's own earlier `probe` (the gateway keeps it from upload, files being named by content
+    hash); it skips the packet pass that finds the keyframes. Limits on streams, codecs and pixels are still
+    checked on open.
+    """
     spec = spec or SamplingSpec()
     limits = limits or DecodeLimits()
     deadline = _Deadline(limits.timeout_s)
@@ -316,7 +324,11 @@ def sample_frames(
     path = Path(path)
     container = _open(path, limits)
     try:
-        info = _probe_open(container, path, limits, deadline)
+        if info is None or not info.keyframes:
+            info = _probe_open(container, path, limits, deadline)
+        else:
+            _video_stream(container, limits)
+            info = VideoInfo(**{**info.__dict__, "keyframes": sorted(info.keyframes)})
         t1 = time.perf_counter()
         stream = container.streams.video[0]
         times, interval = target_times(info, spec)
