@@ -1,0 +1,109 @@
+"""Training: data mixes, loss masking, config errors, a short run that lowers the loss, and exact resume."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoTokenizer
+
+from videoqa.model.llava_video import LlavaVideoForCausalLM
+from videoqa.synth.demo import run_demo
+from videoqa.synth.world import WorldConfig
+from videoqa.training.config import load_config
+from videoqa.training.data import IGNORE, _apply_strategy, build_example, load_records
+from videoqa.training.train import train
+
+pytestmark = pytest.mark.slow
+SMALL = WorldConfig(width=128, height=96, fps=4, min_seconds=4, max_seconds=6, max_objects=3, object_size=24)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    run_demo(out, videos=16, seed=3, cfg=SMALL)
+    return out
+
+
+def _recipe(tmp: Path, data: Path, **kw) -> Path:
+    cfg = {
+        "model": "tiny",
+        "data": str(data / "procedural_v0_multiple_choice.json"),
+        "output_dir": str(tmp / "run"),
+        "num_frames": 4,
+        "batch_size": 4,
+        "max_steps": 6,
+        "lr": 1e-3,
+        "lr_vision": 1e-3,
+        "seed": 0,
+    } | kw
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "recipe.yaml"
+    path.write_text("# videoqa train recipe.yaml\n" + yaml.safe_dump(cfg))
+    return path
+
+
+def test_data_mix_strategies() -> None:
+    recs = [{"i": i} for i in range(10)]
+    rng = random.Random(0)
+    assert _apply_strategy(recs, "all", rng) == recs
+    assert _apply_strategy(recs, "first:3", rng) == recs[:3]
+    assert _apply_strategy(recs, "end:20%", rng) == recs[-2:]
+    assert len(_apply_strategy(recs, "random:50%", rng)) == 5
+    with pytest.raises(ValueError, match="sampling_strategy"):
+        _apply_strategy(recs, "some:3", rng)
+
+
+def test_only_the_assistant_answer_carries_labels(data: Path, tiny_checkpoint: Path) -> None:
+    records, root = load_records(data / "data_mix.yaml")
+    assert {r["data_source"] for r in records} == {"procedural_v0"}
+    rec = next(r for r in records if "Options:" in r["conversations"][0]["value"])
+    model = LlavaVideoForCausalLM.from_pretrained(tiny_checkpoint)
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    import numpy as np
+
+    frames = np.zeros((4, 126, 126, 3), np.uint8)
+    ids, labels = build_example(
+        rec, frames, 5.0, [0.0, 1.0, 2.0, 3.0], tok, model.config.layout, model.config.grid, model.config.video_token_id
+    )
+    assert len(ids) == len(labels)
+    assert ids.count(model.config.video_token_id) == model.num_video_tokens(4)
+    learned = tok.decode([t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE])
+    assert learned == rec["conversations"][1]["value"] + "<|im_end|>"
+    assert "The video lasts for 5.00 seconds" in tok.decode(ids)
+
+
+def test_config_errors_name_the_bad_value(tmp_path: Path, data: Path) -> None:
+    with pytest.raises(ValueError, match="batch_size=0"):
+        load_config(_recipe(tmp_path, data, batch_size=0))
+    with pytest.raises(ValueError, match="bogus"):
+        load_config(_recipe(tmp_path, data, bogus=1))
+
+
+def test_a_short_run_lowers_the_loss_and_writes_a_servable_checkpoint(tmp_path: Path, data: Path) -> None:
+    final = train(load_config(_recipe(tmp_path, data, max_steps=40, batch_size=8, warmup_ratio=0.05)))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    model = LlavaVideoForCausalLM.from_pretrained(final)  # the served format, loadable as is
+    assert model.config.layout == LlavaVideoForCausalLM.from_pretrained(tmp_path / "run" / "init").config.layout
+    assert (final / "tokenizer.json").is_file()
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, data: Path) -> None:
+    straight = train(load_config(_recipe(tmp_path / "a", data)))
+    interrupted = _recipe(tmp_path / "b", data)
+    state = train(load_config(interrupted, {"stop_after": 3}))
+    assert state.name == "train_state.pt" and not (tmp_path / "b" / "run" / "final").exists()
+    resumed = train(load_config(interrupted))
+    a = LlavaVideoForCausalLM.from_pretrained(straight).checkpoint_state_dict()
+    b = LlavaVideoForCausalLM.from_pretrained(resumed).checkpoint_state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "run" / "loss.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]

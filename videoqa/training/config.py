@@ -1,0 +1,67 @@
+"""Typed training config, read from a YAML recipe whose first line is its launch command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Checkpoint dir to start from, or 'tiny' for a random tiny one (seeded).")
+    data: str = Field(description="A LLaVA-Video-178K json file, or a data-mix YAML (list of json_path/strategy).")
+    output_dir: str = Field(description="Where checkpoints, the loss log and the loss curve go.")
+    video_root: str | None = Field(
+        default=None, description="Base for records' relative video paths (default: the data file's folder)."
+    )
+    num_frames: int = Field(default=8, ge=1, description="Uniform frames per video.")
+    fps: float | None = Field(default=None, gt=0, description="Sample at this rate instead (capped by num_frames).")
+    policy: Literal["fast", "exact"] = Field(default="exact", description="Frame sampling policy.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the data (when max_steps is unset).")
+    batch_size: int = Field(default=4, ge=1, description="Examples per step per process.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(default=1e-5, gt=0, description="LLM learning rate (paper: 1e-5).")
+    lr_projector: float | None = Field(default=None, gt=0, description="Projector/newline lr (default: lr).")
+    lr_vision: float = Field(default=2e-6, ge=0, description="Vision tower lr (paper: 2e-6; 0 freezes it).")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay (paper: 0).")
+    warmup_ratio: float = Field(default=0.03, ge=0, le=1, description="Linear warmup share of steps (paper: 0.03).")
+    freeze_llm: bool = Field(default=False, description="Train only the tower/projector.")
+    grad_clip: float = Field(default=1.0, gt=0, description="Gradient norm clip.")
+    save_every: int = Field(
+        default=0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end)."
+    )
+    log_every: int = Field(default=1, ge=1, description="Log the loss every N steps.")
+    stop_after: int | None = Field(
+        default=None,
+        ge=1,
+        description="End this run after this many steps (time-boxed "
+        "or preemptible jobs); running the recipe again continues to max_steps.",
+    )
+    seed: int = Field(default=0, description="Seed for init, data order and sampling.")
+    max_length: int = Field(default=4096, ge=64, description="Examples longer than this are skipped.")
+
+    @field_validator("model", "data", "output_dir")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a recipe; relative paths in it are relative to the working directory (where you launch)."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the recipe must be a YAML mapping of settings")
+    raw.update(overrides or {})
+    try:
+        return TrainConfig(**raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{path}: {problems}") from err

@@ -1,0 +1,117 @@
+"""LLaVA-Video-178K data for training: records, data-mix strategies, prompts with the time instruction, and
+loss masks that keep only the assistant's tokens (LLaVA-NeXT llava/train/train.py semantics)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from videoqa.model.layout import VideoLayout, num_video_tokens
+from videoqa.model.prompt import IMAGE_TAG, SYSTEM_PROMPT, VIDEO_TOKEN, expand_video_placeholders, time_instruction
+from videoqa.video import SamplingSpec, sample_frames
+
+IGNORE = -100
+
+
+def _apply_strategy(records: list[dict], strategy: str, rng: random.Random) -> list[dict]:
+    """all | first:N|N% | end:N|N% | random:N|N% (LLaVA-NeXT data-mix strategies)."""
+    if strategy == "all":
+        return records
+    kind, _, amount = strategy.partition(":")
+    if kind not in ("first", "end", "random") or not amount:
+        raise ValueError(f"sampling_strategy {strategy!r}: use all, first:N, end:N or random:N (N or N%)")
+    n = int(len(records) * float(amount[:-1]) / 100) if amount.endswith("%") else int(amount)
+    if kind == "first":
+        return records[:n]
+    if kind == "end":
+        return records[-n:] if n else []
+    return rng.sample(records, min(n, len(records)))
+
+
+def load_records(data: str | Path, seed: int = 0) -> tuple[list[dict], Path]:
+    """Records from a 178K json file or a data-mix YAML; returns them and the folder their paths are relative to."""
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"training data {data} does not exist")
+    if data.suffix in (".yaml", ".yml"):
+        mix = yaml.safe_load(data.read_text())
+        entries = mix.get("datasets", mix) if isinstance(mix, dict) else mix
+        rng = random.Random(seed)
+        out: list[dict] = []
+        for entry in entries:
+            path = data.parent / entry["json_path"]
+            out.extend(_apply_strategy(json.loads(path.read_text()), entry.get("sampling_strategy", "all"), rng))
+        return out, data.parent
+    return json.loads(data.read_text()), data.parent
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    frames: np.ndarray
+    record_id: str
+
+
+def build_example(
+    record: dict[str, Any],
+    frames: np.ndarray,
+    duration: float,
+    timestamps: list[float],
+    tokenizer: Any,
+    layout: VideoLayout,
+    grid: int,
+    video_token_id: int,
+) -> tuple[list[int], list[int]]:
+    """Token ids and labels for one record: ChatML, the time instruction in the first human turn, labels only on
+    the assistant's answers (and their <|im_end|>)."""
+    ids: list[int] = []
+    labels: list[int] = []
+
+    def add(text: str, learn: bool) -> None:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids.extend(piece)
+        labels.extend(piece if learn else [IGNORE] * len(piece))
+
+    add(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n", False)
+    for turn in record["conversations"]:
+        if turn["from"] == "human":
+            value = turn["value"]
+            if IMAGE_TAG in value:  # "<image>\n{question}" -> "<video>\n{time instruction}\n{question}"
+                value = value.replace(IMAGE_TAG, f"{VIDEO_TOKEN}\n{time_instruction(duration, timestamps)}", 1)
+            add(f"<|im_start|>user\n{value}<|im_end|>\n<|im_start|>assistant\n", False)
+        else:
+            add(f"{turn['value']}<|im_end|>", True)
+            add("\n", False)
+    count = num_video_tokens(layout, len(frames), grid)
+    expanded = expand_video_placeholders(ids, video_token_id, [count])
+    pos = ids.index(video_token_id)
+    labels = labels[:pos] + [IGNORE] * count + labels[pos + 1 :]
+    return expanded, labels
+
+
+class FrameCache:
+    """Decode each (video, sampling) once; epochs and resumed runs read the frames back from disk."""
+
+    def __init__(self, root: Path, spec: SamplingSpec) -> None:
+        self.root, self.spec = root, spec
+        root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, video: Path) -> tuple[np.ndarray, float, list[float]]:
+        key = hashlib.sha1(f"{video.resolve()}|{self.spec.cache_key()}".encode()).hexdigest()
+        path = self.root / f"{key}.npz"
+        if path.exists():
+            z = np.load(path)
+            return z["frames"], float(z["duration"]), z["timestamps"].tolist()
+        got = sample_frames(video, self.spec)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, frames=got.frames, duration=got.duration, timestamps=np.array(got.timestamps))
+        tmp.replace(path)
+        return got.frames, got.duration, got.timestamps

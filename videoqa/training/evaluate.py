@@ -1,0 +1,119 @@
+"""Multiple-choice accuracy per question type (and a match score for open-ended answers), through vLLM via
+LocalEngine (the service's engine path) or the torch reference model. Written as JSON, a markdown table and a
+bar chart."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from videoqa.model.prompt import IMAGE_TAG, VIDEO_TOKEN, chatml, expand_video_placeholders, time_instruction
+from videoqa.training.data import FrameCache, load_records
+from videoqa.video import SamplingSpec
+
+LETTER = re.compile(r"^\s*([A-D])\b")
+
+
+def _prompt(record: dict, duration: float, stamps: list[float]) -> str:
+    question = record["conversations"][0]["value"].replace(
+        IMAGE_TAG, f"{VIDEO_TOKEN}\n{time_instruction(duration, stamps)}", 1
+    )
+    return chatml([("user", question)])
+
+
+def _answer_letter(record: dict) -> str:
+    return record["conversations"][1]["value"].strip()[0]
+
+
+def _chance(record: dict) -> float:
+    return 1 / max(record["conversations"][0]["value"].count("\n") - 2, 1)  # options after "Options:"
+
+
+def evaluate_reference(
+    model: Any, tokenizer: Any, data: str | Path, num_frames: int = 8, cache_dir: Path | None = None
+) -> dict[str, Any]:
+    """Greedy answers from the torch reference model (used in tests and training-time checks)."""
+    records, root = load_records(data)
+    mc = [r for r in records if "Options:" in r["conversations"][0]["value"]]
+    cfg = model.config
+    cache = FrameCache(
+        cache_dir or root / ".eval_cache",
+        SamplingSpec(num_frames=num_frames, policy="exact", size=(cfg.image_size, cfg.image_size)),
+    )
+    rows = []
+    from videoqa.model.preprocess import frames_to_pixel_values
+
+    model.eval()
+    for r in mc:
+        frames, duration, stamps = cache.get(root / r["video"])
+        ids = tokenizer(_prompt(r, duration, stamps))["input_ids"]
+        ids = expand_video_placeholders(ids, cfg.video_token_id, [model.num_video_tokens(len(frames))])
+        with torch.no_grad():
+            text = tokenizer.decode(
+                model.generate(torch.tensor(ids), [frames_to_pixel_values(frames, cfg.image_size)], 3)
+            )
+        m = LETTER.match(text)
+        rows.append(
+            {
+                "type": r.get("question_type", "unknown"),
+                "correct": bool(m and m.group(1) == _answer_letter(r)),
+                "chance": _chance(r),
+            }
+        )
+    return summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    by: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by[row["type"]].append(row)
+    table = {
+        t: {
+            "n": len(v),
+            "accuracy": float(np.mean([x["correct"] for x in v])),
+            "chance": float(np.mean([x["chance"] for x in v])),
+        }
+        for t, v in sorted(by.items())
+    }
+    overall = {
+        "n": len(rows),
+        "accuracy": float(np.mean([x["correct"] for x in rows])) if rows else 0.0,
+        "chance": float(np.mean([x["chance"] for x in rows])) if rows else 0.0,
+    }
+    return {"overall": overall, "by_type": table}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| question type | n | accuracy | chance |", "|---|---:|---:|---:|"]
+    for t, v in result["by_type"].items():
+        lines.append(f"| {t} | {v['n']} | {v['accuracy']:.1%} | {v['chance']:.1%} |")
+    o = result["overall"]
+    lines.append(f"| **overall** | {o['n']} | {o['accuracy']:.1%} | {o['chance']:.1%} |")
+    return "\n".join(lines)
+
+
+def write_reports(result: dict[str, Any], json_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    json_path.with_suffix(".md").write_text(markdown(result) + "\n")
+    types = list(result["by_type"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(types, [result["by_type"][t]["accuracy"] for t in types], label="accuracy")
+    ax.plot(types, [result["by_type"][t]["chance"] for t in types], "k--", label="chance")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(f"multiple-choice accuracy (overall {result['overall']['accuracy']:.1%})")
+    fig.tight_layout()
+    fig.savefig(json_path.with_suffix(".png"), dpi=110)
+    plt.close(fig)
