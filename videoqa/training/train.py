@@ -3,7 +3,8 @@
 Recipe (paper / scripts/video/train/SO400M_Qwen2_7B_ov_to_video_am9.sh): everything trainable, lr 1e-5 for the
 LLM and projector, 2e-6 for the vision tower, cosine schedule with 3% warmup, no weight decay, loss on the
 assistant's tokens only, the checkpoint's own video layout (SlowFast included) and the time instruction.
-Single process, or `torchrun --nproc_per_node N -m videoqa.training.train CONFIG.yaml` (DDP; gloo on CPU).
+Single process; a DDP path for `torchrun --nproc_per_node N -m videoqa.training.train CONFIG.yaml` is written but
+not yet verified (a 2-process gloo run hung in testing).
 Resumable: a run restarted with the same config continues from its last checkpoint to the same weights.
 """
 
