@@ -7,6 +7,7 @@ A client that disconnects aborts its request in vLLM. Not for the public interne
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -70,8 +71,9 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
         req = decode_request(await request.body())
 
         async def lines() -> AsyncIterator[bytes]:
-            async for chunk in engine.generate(req):  # closing this (disconnect) aborts in vLLM
-                yield (json.dumps(asdict(chunk)) + "\n").encode()
+            async with contextlib.aclosing(engine.generate(req)) as chunks:  # disconnect -> abort in vLLM now
+                async for chunk in chunks:
+                    yield (json.dumps(asdict(chunk)) + "\n").encode()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 

@@ -9,6 +9,7 @@ pool -> prompt with the real timestamps -> engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -258,12 +259,15 @@ class VideoQAService:
         first_at: float | None = None
         last: GenerationChunk | None = None
         try:
-            async for chunk in self.engine.generate(req):
-                if first_at is None:
-                    first_at = time.perf_counter()
-                    self.metrics.ttft.observe(first_at - start)
-                last = chunk
-                yield chunk
+            # aclosing: a consumer that stops early (client gone) closes the engine stream NOW, which aborts the
+            # request in the engine; left to garbage collection, the abort could come much later.
+            async with contextlib.aclosing(self.engine.generate(req)) as chunks:
+                async for chunk in chunks:
+                    if first_at is None:
+                        first_at = time.perf_counter()
+                        self.metrics.ttft.observe(first_at - start)
+                    last = chunk
+                    yield chunk
         finally:
             if last is not None and first_at is not None:
                 self.metrics.generated.inc(last.completion_tokens)
@@ -299,8 +303,9 @@ class VideoQAService:
 
     async def complete(self, req: GenerationRequest, frames: Frames | None, visual: int) -> Answer:
         last: GenerationChunk | None = None
-        async for chunk in self.stream(req):
-            last = chunk
+        async with contextlib.aclosing(self.stream(req)) as chunks:
+            async for chunk in chunks:
+                last = chunk
         assert last is not None
         usage = Usage.of(last, visual)
         return Answer(last.text, last.finish_reason, usage, frames)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -148,13 +149,14 @@ async def _events(
 
     yield event({"role": "assistant", "content": ""}, None)
     last = None
-    # Closing this generator (client gone) closes the engine stream, which aborts the request in vLLM.
-    async for chunk in service.stream(req):
-        last = chunk
-        if chunk.delta or chunk.finished:
-            yield event(
-                {"content": chunk.delta} if chunk.delta else {}, chunk.finish_reason if chunk.finished else None
-            )
+    # Closing this generator (client gone) closes the engine stream at once, which aborts the request in vLLM.
+    async with contextlib.aclosing(service.stream(req)) as chunks:
+        async for chunk in chunks:
+            last = chunk
+            if chunk.delta or chunk.finished:
+                yield event(
+                    {"content": chunk.delta} if chunk.delta else {}, chunk.finish_reason if chunk.finished else None
+                )
     if include_usage and last is not None:
         usage = Usage.of(last, visual)
         yield event({}, None, usage.model_dump(), choices=False)
