@@ -150,4 +150,54 @@ def test_a_known_probe_skips_the_packet_pass_and_gives_the_same_frames(gop_video
     cold = sample_frames(gop_video, spec)
     warm = sample_frames(gop_video, spec, info=info)
     assert warm.timestamps == cold.timestamps and np.array_equal(warm.frames, cold.frames)
-    assert warm.timings["probe_s"] < cold.timings["probe_s"]
+
+
+def _b_frame_mp4(path: Path) -> Path:
+    # x264 with B-frames: packets are stored in decode order, keyframes are shown 2 frames after they decode.
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.options = {"preset": "medium", "bf": "3", "x264-params": "keyint=20:scenecut=0"}
+        for i in range(100):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 2, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["gop", "b_frames", "vfr", "audio"])
+def test_the_mp4_sample_table_gives_the_same_index_as_a_packet_pass(kind: str, tmp_path: Path) -> None:
+    from videoqa.video.sampler import _Deadline, _keyframes_from_index, _keyframes_from_packets
+
+    path = {
+        "gop": lambda: make_test_video(tmp_path / "v.mp4", seconds=5, fps=24, gop=30),
+        "b_frames": lambda: _b_frame_mp4(tmp_path / "v.mp4"),
+        "vfr": lambda: make_test_video(
+            tmp_path / "v.mp4",
+            seconds=2,
+            fps=10,
+            gop=7,
+            pts_jitter=[0, 3, 5, 9, 12, 20, 21, 24, 30, 33, 36, 40, 41, 47, 50, 52, 58, 60, 66, 70],
+        ),
+        "audio": lambda: make_test_video(tmp_path / "v.mp4", seconds=3, fps=25, gop=10, audio=True),
+    }[kind]()
+    with av.open(str(path)) as c:
+        from_index = _keyframes_from_index(c, c.streams.video[0], path.stat().st_size)
+    with av.open(str(path)) as c:
+        from_packets = _keyframes_from_packets(c, c.streams.video[0], DecodeLimits(), _Deadline(30), 0.0)
+    assert from_index is not None
+    keyframes, count, end = from_index
+    assert keyframes == pytest.approx(sorted(from_packets[0]), abs=1e-6) and len(keyframes) > 1
+    assert count == from_packets[1] and end == pytest.approx(from_packets[2], abs=0.11)
+
+
+def test_a_truncated_mp4_is_not_trusted_to_its_sample_table(tmp_path: Path) -> None:
+    from videoqa.video.sampler import _keyframes_from_index
+
+    data = make_test_video(tmp_path / "v.mp4", seconds=4, fps=24, gop=24, faststart=True).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # the moov (at the start) lists samples past the new EOF
+    with av.open(str(cut)) as container:
+        assert _keyframes_from_index(container, container.streams.video[0], cut.stat().st_size) is None

@@ -125,21 +125,51 @@ def _video_stream(container: av.container.InputContainer, limits: DecodeLimits) 
     return stream
 
 
-def _probe_open(
-    container: av.container.InputContainer, path: Path, limits: DecodeLimits, deadline: _Deadline
-) -> VideoInfo:
-    stream = _video_stream(container, limits)
-    tb = float(stream.time_base)
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    declared = None
-    if stream.duration is not None:
-        declared = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        declared = container.duration / av.time_base
-    if declared is not None and declared > limits.max_duration_s:
-        raise VideoTooLongError(f"the video lasts {declared:.0f} s, over the limit of {limits.max_duration_s:.0f} s")
+def _keyframes_from_index(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, size: int
+) -> tuple[list[float], int, float] | None:
+    """Keyframe times, frame count and data end from an MP4/MOV sample table, or None to demux instead.
 
-    # One demux pass (no decoding): keyframe index, packet count and the real extent of the data.
+    FFmpeg loads the whole sample table (stts/ctts/stss) when it opens an MP4, so the keyframe index costs no
+    packet pass: 600 s of 720p30 in ~20 ms instead of ~90 ms. Index timestamps are decode times; a keyframe is
+    shown later by the encoder's reorder delay (B-frames), read from the first keyframe's packet. A table that
+    points past the end of the file (a truncated upload) is not trusted: the packet pass finds where data ends.
+    """
+    if not {"mov", "mp4"} & set(container.format.name.split(",")):
+        return None
+    entries = stream.index_entries
+    n = len(entries)
+    if n == 0 or (stream.frames and n != stream.frames):
+        return None
+    last = entries[n - 1]
+    if last.pos < 0 or last.pos + last.size > size:
+        return None
+    delay = None
+    for packet in container.demux(stream):  # the first packets only: the reorder delay of the first keyframe
+        if packet.is_keyframe and packet.pts is not None and packet.dts is not None:
+            delay = packet.pts - packet.dts
+            break
+    if delay is None:
+        return None
+    tb = float(stream.time_base)
+    start = stream.start_time or 0
+    keyframes = [(e.timestamp + delay - start) * tb for e in entries if e.is_keyframe]
+    frame = 1 / float(stream.average_rate) if stream.average_rate else 0.0
+    end = (last.timestamp + delay - start) * tb + frame
+    if stream.duration:
+        end = max(end, float(stream.duration * stream.time_base))
+    return keyframes, n, end
+
+
+def _keyframes_from_packets(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    limits: DecodeLimits,
+    deadline: _Deadline,
+    start: float,
+) -> tuple[list[float], int, float]:
+    """One demux pass (no decoding): keyframe times, packet count and the real extent of the data."""
+    tb = float(stream.time_base)
     keyframes: list[float] = []
     count, end = 0, start
     try:
@@ -160,6 +190,27 @@ def _probe_open(
             raise CorruptVideoError(f"no video data could be read: {err}") from err
     if count == 0:
         raise CorruptVideoError("the video stream holds no frames; the file is truncated or damaged")
+    return keyframes, count, end
+
+
+def _probe_open(
+    container: av.container.InputContainer, path: Path, limits: DecodeLimits, deadline: _Deadline
+) -> VideoInfo:
+    stream = _video_stream(container, limits)
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    declared = None
+    if stream.duration is not None:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        declared = container.duration / av.time_base
+    if declared is not None and declared > limits.max_duration_s:
+        raise VideoTooLongError(f"the video lasts {declared:.0f} s, over the limit of {limits.max_duration_s:.0f} s")
+
+    indexed = _keyframes_from_index(container, stream, path.stat().st_size)
+    if indexed is not None:
+        keyframes, count, end = indexed
+    else:
+        keyframes, count, end = _keyframes_from_packets(container, stream, limits, deadline, start)
     duration = end
     if declared is not None and duration < 0.9 * declared - 1.0:
         raise CorruptVideoError(
