@@ -19,13 +19,25 @@ from videoqa.training.data import IGNORE, _apply_strategy, build_example, load_r
 from videoqa.training.train import train
 
 pytestmark = pytest.mark.slow
-SMALL = WorldConfig(width=128, height=96, fps=4, min_seconds=4, max_seconds=6, max_objects=3, object_size=24)
+SMALL = WorldConfig(
+    width=128,
+    height=96,
+    fps=4,
+    min_seconds=4,
+    max_seconds=6,
+    max_objects=3,
+    object_size=24,
+    max_shots=1,
+    pan_prob=0,
+    change_prob=0,
+    wall_prob=0,
+)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
-    run_demo(out, videos=16, seed=3, cfg=SMALL)
+    run_demo(out, videos=16, seed=3, preset="simple", world=SMALL)
     return out
 
 
