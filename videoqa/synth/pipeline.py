@@ -178,8 +178,10 @@ async def run(cfg: RunConfig, teacher: Teacher) -> dict[str, int]:
     await asyncio.gather(*(one(*t) for t in todo))
     bar.close()
     usage = teacher.usage()
-    if usage:
-        _write_atomic(cfg.out / f"usage_shard{cfg.shard[0]}of{cfg.shard[1]}.json", usage)
+    if usage:  # spend adds up over resumed runs
+        path = cfg.out / f"usage_shard{cfg.shard[0]}of{cfg.shard[1]}.json"
+        before = json.loads(path.read_text()) if path.is_file() else {}
+        _write_atomic(path, {k: v + before.get(k, 0) for k, v in usage.items()})
     return dict(counts)
 
 
