@@ -119,3 +119,30 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path: Path,
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "run" / "loss.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_torchrun_two_gloo_processes_train_together(tmp_path: Path, data: Path) -> None:
+    import subprocess
+    import sys
+
+    recipe = _recipe(tmp_path, data, max_steps=6, batch_size=2)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "videoqa.training.train",
+        str(recipe),
+    ]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # logged once (rank 0), not twice
+    assert {r["examples"] for r in rows} == {4}  # 2 processes x batch 2 per step
+    final = LlavaVideoForCausalLM.from_pretrained(tmp_path / "run" / "final").checkpoint_state_dict()
+    init = LlavaVideoForCausalLM.from_pretrained(tmp_path / "run" / "init").checkpoint_state_dict()
+    assert any(not torch.equal(final[k], init[k]) for k in final)

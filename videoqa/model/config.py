@@ -57,6 +57,9 @@ class LlavaVideoConfig(PreTrainedConfig):
     """Per-channel normalisation std (SigLIP: 0.5)."""
     max_frames: int = 64
     """Most frames per video the engine is profiled for (the 64-frame force_sample default)."""
+    num_frames: int | None = None
+    """Frames per video the checkpoint was fine-tuned with (written by `videoqa train`); the gateway samples this
+    many when a request does not say. None: max_frames."""
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:

@@ -170,7 +170,7 @@ class VideoQAService:
     # ---- frames ------------------------------------------------------------------------------------
     def spec(self, fields: SamplingFields) -> SamplingSpec:
         cfg = self.engine.config
-        default_n = min(self.settings.default_num_frames or cfg.max_frames, self.settings.max_frames)
+        default_n = min(self.settings.default_num_frames or cfg.num_frames or cfg.max_frames, self.settings.max_frames)
         n = fields.num_frames or default_n
         cap = min(fields.max_frames or self.settings.max_frames, self.settings.max_frames)
         if fields.num_frames is not None and fields.fps is None and n > self.settings.max_frames:

@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     """Where uploaded and fetched videos are stored (named by content hash). Gateways that share a Redis must
     share this directory too (e.g. a ReadWriteMany volume), so any of them can serve any upload or job."""
     default_num_frames: int | None = None
-    """Frames sampled when a request does not say (default: the checkpoint's max_frames, 64 for LLaVA-Video)."""
+    """Frames sampled when a request does not say (default: the checkpoint's num_frames, else its max_frames: 64
+    for LLaVA-Video)."""
     max_frames: int = Field(default=64, ge=1)
     """Most frames a request may ask for."""
     default_policy: str = "fast"

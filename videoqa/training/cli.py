@@ -10,6 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add `videoqa train` to the root app."""
     app.command("train")(train)
+    app.command("eval")(evaluate)
 
 
 def train(
@@ -31,3 +32,26 @@ def train(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(run(cfg))
+
+
+def evaluate(
+    model: str = typer.Option("demo", "--model", help="Checkpoint folder, or 'demo' for the embedded one."),
+    data: Path = typer.Option(..., "--data", exists=True, help="Data folder (data_mix.yaml), mix YAML or 178K json."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write JSON here (+ .md table and .png chart)."),
+    frames: int | None = typer.Option(None, "--frames", min=1, help="Frames per video (default: the checkpoint's)."),
+    max_open_ended: int = typer.Option(200, "--max-open-ended", min=0, help="Open-ended questions to score."),
+) -> None:
+    """Multiple-choice accuracy per question type (and open-ended token F1) through the vLLM engine."""
+    import asyncio
+
+    from videoqa.model.tiny import DEMO_CHECKPOINT
+    from videoqa.training.evaluate import evaluate_engine, markdown, write_reports
+
+    checkpoint = DEMO_CHECKPOINT if model == "demo" else Path(model)
+    if not (checkpoint / "config.json").is_file():
+        hint = "run `make demo-checkpoint`" if model == "demo" else "pass a checkpoint folder with config.json"
+        raise typer.BadParameter(f"{checkpoint} is not a checkpoint; {hint}", param_hint="--model")
+    result = asyncio.run(evaluate_engine(checkpoint, data, frames, max_open_ended))
+    typer.echo(markdown(result))
+    if json_out:
+        write_reports(result, json_out)

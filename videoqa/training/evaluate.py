@@ -69,6 +69,108 @@ def evaluate_reference(
     return summarize(rows)
 
 
+def _question(record: dict) -> str:
+    return record["conversations"][0]["value"].replace(IMAGE_TAG, "", 1).lstrip("\n")
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1: the simple match score for open-ended answers."""
+    pred, ref = _tokens(prediction), _tokens(reference)
+    common = sum(min(pred.count(t), ref.count(t)) for t in set(pred))
+    if not pred or not ref or not common:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def resolve_data(data: str | Path) -> Path:
+    """A data folder (its data_mix.yaml), a data-mix YAML or a 178K json file."""
+    data = Path(data)
+    if data.is_dir():
+        if not (data / "data_mix.yaml").is_file():
+            raise FileNotFoundError(f"{data} has no data_mix.yaml; pass a 178K json file or a data-mix YAML")
+        return data / "data_mix.yaml"
+    return data
+
+
+async def evaluate_engine(
+    checkpoint: str | Path,
+    data: str | Path,
+    num_frames: int | None = None,
+    max_open_ended: int = 200,
+    concurrency: int = 8,
+) -> dict[str, Any]:
+    """Multiple-choice accuracy per type and open-ended token F1, through vLLM (LocalEngine: the service's path).
+
+    Frames: the checkpoint's own num_frames (what it was fine-tuned with) unless given, sampled exactly; the
+    prompt is the service's (ChatML, time instruction, question).
+    """
+    import asyncio
+
+    from tqdm import tqdm
+
+    from videoqa.model.engine import GenerationRequest, LocalEngine
+    from videoqa.model.prompt import video_question_prompt
+    from videoqa.video import sample_frames
+
+    records, root = load_records(resolve_data(data))
+    mc = [r for r in records if "Options:" in r["conversations"][0]["value"]]
+    oe = [r for r in records if "question_type" in r and "Options:" not in r["conversations"][0]["value"]]
+    oe = oe[:max_open_ended]
+    engine = LocalEngine(checkpoint, dtype="float32", max_model_len=4096, max_num_seqs=concurrency, kv_cache_gib=1)
+    cfg = engine.config
+    n = num_frames or cfg.num_frames or cfg.max_frames
+    spec = SamplingSpec(num_frames=n, policy="exact", size=(cfg.image_size, cfg.image_size))
+    decoded: dict[str, Any] = {}
+    gate = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(mc) + len(oe), desc="evaluating", unit="question")
+
+    async def answer(record: dict, max_tokens: int) -> str:
+        async with gate:
+            video = root / record["video"]
+            if video not in decoded:
+                decoded[video] = await asyncio.to_thread(sample_frames, video, spec)
+            got = decoded[video]
+            req = GenerationRequest(
+                prompt=video_question_prompt(_question(record), got.duration, got.timestamps),
+                frames=got.frames,
+                max_tokens=max_tokens,
+                temperature=0.0,
+            )
+            text = ""
+            async for chunk in engine.generate(req):
+                text = chunk.text
+            bar.update(1)
+            return text
+
+    await engine.start()
+    try:
+        mc_out = await asyncio.gather(*(answer(r, 4) for r in mc))
+        oe_out = await asyncio.gather(*(answer(r, 48) for r in oe))
+    finally:
+        bar.close()
+        await engine.stop()
+    rows = []
+    for r, text in zip(mc, mc_out, strict=True):
+        m = LETTER.match(text)
+        rows.append(
+            {
+                "type": r.get("question_type", "unknown"),
+                "correct": bool(m and m.group(1) == _answer_letter(r)),
+                "chance": _chance(r),
+            }
+        )
+    result = summarize(rows)
+    f1 = [token_f1(text, r["conversations"][1]["value"]) for r, text in zip(oe, oe_out, strict=True)]
+    result["open_ended"] = {"n": len(f1), "token_f1": float(np.mean(f1)) if f1 else 0.0}
+    result["setup"] = {"checkpoint": str(checkpoint), "frames": n, "engine": "vllm"}
+    return result
+
+
 def summarize(rows: list[dict]) -> dict[str, Any]:
     by: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -95,6 +197,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {t} | {v['n']} | {v['accuracy']:.1%} | {v['chance']:.1%} |")
     o = result["overall"]
     lines.append(f"| **overall** | {o['n']} | {o['accuracy']:.1%} | {o['chance']:.1%} |")
+    if "open_ended" in result:
+        lines += ["", f"Open-ended: token F1 {result['open_ended']['token_f1']:.2f} on {result['open_ended']['n']}."]
     return "\n".join(lines)
 
 

@@ -3,8 +3,8 @@
 Recipe (paper / scripts/video/train/SO400M_Qwen2_7B_ov_to_video_am9.sh): everything trainable, lr 1e-5 for the
 LLM and projector, 2e-6 for the vision tower, cosine schedule with 3% warmup, no weight decay, loss on the
 assistant's tokens only, the checkpoint's own video layout (SlowFast included) and the time instruction.
-Single process; a DDP path for `torchrun --nproc_per_node N -m videoqa.training.train CONFIG.yaml` is written but
-not yet verified (a 2-process gloo run hung in testing).
+Multi-process: `torchrun --standalone --nproc_per_node N -m videoqa.training.train CONFIG.yaml` (DDP; gloo on CPU,
+nccl on GPU; tested with 2 gloo processes). Each process takes every N-th example of the epoch's permutation.
 Resumable: a run restarted with the same config continues from its last checkpoint to the same weights.
 """
 
@@ -93,6 +93,8 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
+    if world > 1 and rank != 0:
+        dist.barrier()  # rank 0 first writes the initial checkpoint and the frame cache; the others then read them
     model, src = _load_model(cfg, out)
     tokenizer = AutoTokenizer.from_pretrained(src)
     mcfg = model.config
@@ -118,6 +120,8 @@ def train(cfg: TrainConfig) -> Path:
             examples.append((ids, labels, frames))
     if not examples:
         raise ValueError(f"no usable examples in {cfg.data} (all longer than max_length={cfg.max_length}?)")
+    if world > 1 and rank == 0:
+        dist.barrier()
 
     per_step = cfg.batch_size * cfg.grad_accum * world
     steps_per_epoch = max(len(examples) // per_step, 1)
@@ -143,7 +147,8 @@ def train(cfg: TrainConfig) -> Path:
         random.setstate(state["rng_python"])
         np.random.set_state(state["rng_numpy"])
         torch.set_rng_state(state["rng_torch"])
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # find_unused_parameters: a layout may leave a learned token unused (e.g. no newline), which DDP must allow.
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     model.train()
 
     def order(epoch: int) -> list[int]:  # the same permutation for a given epoch, resumed or not
@@ -174,7 +179,8 @@ def train(cfg: TrainConfig) -> Path:
         step += 1
         bar.update(1)
         if rank == 0 and step % cfg.log_every == 0:
-            log.write(json.dumps({"step": step, "loss": loss_sum, "lr": sched.get_last_lr()[-1]}) + "\n")
+            row = {"step": step, "loss": loss_sum, "lr": sched.get_last_lr()[-1], "examples": per_step}
+            log.write(json.dumps(row) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{loss_sum:.3f}")
         stopping = cfg.stop_after is not None and step >= cfg.stop_after and step < total
@@ -189,6 +195,8 @@ def train(cfg: TrainConfig) -> Path:
     final = out / "final"
     if rank == 0:
         model.eval()
+        if cfg.fps is None:  # served with the frame count it learned on, unless a request says otherwise
+            model.config.num_frames = cfg.num_frames
         model.save_pretrained(final)
         tokenizer.save_pretrained(final)
         plot_loss(out / "loss.jsonl", out / "loss.png")
