@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -146,3 +147,25 @@ def test_torchrun_two_gloo_processes_train_together(tmp_path: Path, data: Path) 
     final = LlavaVideoForCausalLM.from_pretrained(tmp_path / "run" / "final").checkpoint_state_dict()
     init = LlavaVideoForCausalLM.from_pretrained(tmp_path / "run" / "init").checkpoint_state_dict()
     assert any(not torch.equal(final[k], init[k]) for k in final)
+
+
+def test_lora_with_gradient_checkpointing_and_bf16_merges_into_a_servable_checkpoint(
+    tmp_path: Path, data: Path
+) -> None:
+    lora = {"lora": {"r": 4, "alpha": 8}, "gradient_checkpointing": True, "bf16": True}
+    final = train(load_config(_recipe(tmp_path / "a", data, **lora)))
+    init = LlavaVideoForCausalLM.from_pretrained(tmp_path / "a" / "run" / "init").checkpoint_state_dict()
+    tuned = LlavaVideoForCausalLM.from_pretrained(final).checkpoint_state_dict()
+    assert tuned.keys() == init.keys()  # adapters merged: the plain served format
+    q = next(k for k in tuned if k.endswith("layers.0.self_attn.q_proj.weight"))
+    emb = next(k for k in tuned if k.endswith("embed_tokens.weight"))
+    assert not torch.equal(tuned[q], init[q])  # the merged adapter changed the attention weights
+    assert torch.equal(tuned[emb], init[emb])  # what LoRA does not adapt stays frozen
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "a" / "run" / "loss.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(x) for x in losses) and len(losses) == 6
+
+    # resume with adapters: the same weights as the uninterrupted run
+    interrupted = _recipe(tmp_path / "b", data, **lora)
+    train(load_config(interrupted, {"stop_after": 3}))
+    resumed = LlavaVideoForCausalLM.from_pretrained(train(load_config(interrupted))).checkpoint_state_dict()
+    assert all(torch.equal(tuned[k], resumed[k]) for k in tuned)

@@ -95,6 +95,9 @@ class LlavaVideoForCausalLM(nn.Module):
         replace that row's placeholder positions, in order.
         """
         embeds = self.language_model.get_input_embeddings()(input_ids)  # [B, L, H]
+        # Not in place on the embedding output itself: with a frozen embedding and gradient checkpointing it is a
+        # leaf that requires grad (peft/transformers hook), which autograd forbids writing into.
+        embeds = embeds.clone()
         video_id = self.config.video_token_id
         for b in range(input_ids.shape[0]):
             row_videos = videos[b] if videos is not None and b < len(videos) else []

@@ -9,12 +9,30 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
+class LoraSettings(BaseModel):
+    """LoRA on the language model (peft); the tower and projector keep their own learning rates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=16, ge=1, description="Adapter rank.")
+    alpha: int = Field(default=32, ge=1, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Qwen2 linear layers that get adapters.",
+    )
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Checkpoint dir to start from, or 'tiny' for a random tiny one (seeded).")
     data: str = Field(description="A LLaVA-Video-178K json file, or a data-mix YAML (list of json_path/strategy).")
     output_dir: str = Field(description="Where checkpoints, the loss log and the loss curve go.")
+    tiny: dict[str, int | bool] = Field(
+        default_factory=dict,
+        description="TinySpec overrides when model is 'tiny' (e.g. {layers: 4}); see videoqa.model.tiny.TinySpec.",
+    )
     video_root: str | None = Field(
         default=None, description="Base for records' relative video paths (default: the data file's folder)."
     )
@@ -32,6 +50,12 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(default=0.03, ge=0, le=1, description="Linear warmup share of steps (paper: 0.03).")
     freeze_llm: bool = Field(default=False, description="Train only the tower/projector.")
     grad_clip: float = Field(default=1.0, gt=0, description="Gradient norm clip.")
+    lora: LoraSettings | None = Field(
+        default=None, description="Train LoRA adapters on the LLM instead of all its weights; merged on save."
+    )
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations (tower and LLM).")
+    bf16: bool = Field(default=False, description="bfloat16 autocast for forward passes (fp32 master weights).")
+    device: str | None = Field(default=None, description="cuda / cpu (default: cuda:LOCAL_RANK if available).")
     save_every: int = Field(
         default=0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end)."
     )
@@ -44,6 +68,19 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(default=0, description="Seed for init, data order and sampling.")
     max_length: int = Field(default=4096, ge=64, description="Examples longer than this are skipped.")
+
+    @field_validator("tiny")
+    @classmethod
+    def _known_tiny_fields(cls, v: dict) -> dict:
+        from dataclasses import fields
+
+        from videoqa.model.tiny import TinySpec
+
+        unknown = set(v) - {f.name for f in fields(TinySpec)}
+        if unknown:
+            raise ValueError(f"unknown TinySpec fields {sorted(unknown)}")
+        TinySpec(**v)  # its own checks (head_dim, patch multiple) name the bad value
+        return v
 
     @field_validator("model", "data", "output_dir")
     @classmethod

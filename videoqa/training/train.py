@@ -41,11 +41,11 @@ def _setup_distributed() -> tuple[int, int]:
 
 def _load_model(cfg: TrainConfig, out: Path) -> tuple[LlavaVideoForCausalLM, Path]:
     if cfg.model == "tiny":
-        from videoqa.model.tiny import init_tiny
+        from videoqa.model.tiny import TinySpec, init_tiny
 
         src = out / "init"
         if not (src / "config.json").exists():
-            init_tiny(src, seed=cfg.seed)
+            init_tiny(src, seed=cfg.seed, spec=TinySpec(**cfg.tiny))
     else:
         src = Path(cfg.model)
     return LlavaVideoForCausalLM.from_pretrained(src), src
@@ -55,6 +55,8 @@ def _param_groups(model: LlavaVideoForCausalLM, cfg: TrainConfig) -> list[dict]:
     """Separate learning rates for tower, projector (+ newline/frame token) and LLM, as the paper trains."""
     tower, projector, llm = [], [], []
     for name, p in model.named_parameters():
+        if name.startswith("language_model.") and not p.requires_grad:
+            continue  # frozen by LoRA
         (
             tower if name.startswith("vision_tower.") else llm if name.startswith("language_model.") else projector
         ).append(p)
@@ -98,6 +100,25 @@ def train(cfg: TrainConfig) -> Path:
     model, src = _load_model(cfg, out)
     tokenizer = AutoTokenizer.from_pretrained(src)
     mcfg = model.config
+    device = torch.device(
+        cfg.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    )
+    if cfg.gradient_checkpointing:
+        model.vision_tower.gradient_checkpointing_enable()
+        model.language_model.gradient_checkpointing_enable()
+    if cfg.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model.language_model = get_peft_model(
+            model.language_model,
+            LoraConfig(
+                r=cfg.lora.r,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules=cfg.lora.target_modules,
+            ),
+        )
+    model.to(device)
 
     # Data: each record -> (ids, labels, frames); frames decoded once into the run's frame cache.
     records, root = load_records(cfg.data, cfg.seed)
@@ -140,7 +161,7 @@ def train(cfg: TrainConfig) -> Path:
     state_path = out / STATE
     if state_path.exists():  # exact resume: weights, optimizer, schedule, RNG and data position
         state = torch.load(state_path, weights_only=False)
-        model.load_checkpoint_state_dict(state["model"])
+        model.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         step = state["step"]
@@ -148,7 +169,13 @@ def train(cfg: TrainConfig) -> Path:
         np.random.set_state(state["rng_numpy"])
         torch.set_rng_state(state["rng_torch"])
     # find_unused_parameters: a layout may leave a learned token unused (e.g. no newline), which DDP must allow.
-    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    ddp = (
+        torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+        if world > 1
+        else model
+    )
     model.train()
 
     def order(epoch: int) -> list[int]:  # the same permutation for a given epoch, resumed or not
@@ -170,7 +197,11 @@ def train(cfg: TrainConfig) -> Path:
             input_ids, labels, mask, videos = _collate(
                 [examples[i] for i in idx], tokenizer.pad_token_id, mcfg.image_size
             )
-            _, loss = ddp(input_ids, attention_mask=mask, videos=videos, labels=labels)
+            videos = [[v.to(device) for v in vs] for vs in videos]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                _, loss = ddp(
+                    input_ids.to(device), attention_mask=mask.to(device), videos=videos, labels=labels.to(device)
+                )
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -195,6 +226,9 @@ def train(cfg: TrainConfig) -> Path:
     final = out / "final"
     if rank == 0:
         model.eval()
+        if cfg.lora is not None:  # the served format has no adapters: fold them into the weights
+            model.language_model = model.language_model.merge_and_unload()
+        model.to("cpu")
         if cfg.fps is None:  # served with the frame count it learned on, unless a request says otherwise
             model.config.num_frames = cfg.num_frames
         model.save_pretrained(final)
@@ -210,7 +244,7 @@ def _save_state(model, optim, sched, step: int, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
-            "model": model.checkpoint_state_dict(),
+            "model": model.state_dict(),  # module names: the same model (LoRA included) is rebuilt on resume
             "optim": optim.state_dict(),
             "sched": sched.state_dict(),
             "step": step,
