@@ -122,31 +122,37 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path: Path,
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_torchrun_two_gloo_processes_train_together(tmp_path: Path, data: Path) -> None:
+def _torchrun(tmp: Path, data: Path, **kw) -> Path:
+    import os
     import subprocess
     import sys
 
-    recipe = _recipe(tmp_path, data, max_steps=6, batch_size=2)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "videoqa.training.train",
-        str(recipe),
-    ]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    recipe = _recipe(tmp, data, max_steps=6, batch_size=2, **kw)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "videoqa.training.train", str(recipe)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "run" / "loss.jsonl").read_text().splitlines()]
+    return tmp / "run"
+
+
+def test_torchrun_two_gloo_processes_ddp_and_fsdp_train_to_the_same_weights(tmp_path: Path, data: Path) -> None:
+    ddp = _torchrun(tmp_path / "ddp", data)
+    rows = [json.loads(line) for line in (ddp / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # logged once (rank 0), not twice
     assert {r["examples"] for r in rows} == {4}  # 2 processes x batch 2 per step
-    final = LlavaVideoForCausalLM.from_pretrained(tmp_path / "run" / "final").checkpoint_state_dict()
-    init = LlavaVideoForCausalLM.from_pretrained(tmp_path / "run" / "init").checkpoint_state_dict()
+    final = LlavaVideoForCausalLM.from_pretrained(ddp / "final").checkpoint_state_dict()
+    init = LlavaVideoForCausalLM.from_pretrained(ddp / "init").checkpoint_state_dict()
     assert any(not torch.equal(final[k], init[k]) for k in final)
+
+    # FSDP2 shards every layer across the 2 processes; the math is the same: so are the weights (up to float
+    # reduction order). save_every=3 exercises the gathered (unsharded) mid-run state save.
+    fsdp = _torchrun(tmp_path / "fsdp", data, strategy="fsdp", save_every=3)
+    sharded = LlavaVideoForCausalLM.from_pretrained(fsdp / "final").checkpoint_state_dict()
+    assert sharded.keys() == final.keys()
+    worst = max((sharded[k] - final[k]).abs().max().item() for k in final)
+    assert worst < 1e-4, worst
 
 
 def test_lora_with_gradient_checkpointing_and_bf16_merges_into_a_servable_checkpoint(

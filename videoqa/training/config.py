@@ -55,6 +55,11 @@ class TrainConfig(BaseModel):
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations (tower and LLM).")
     bf16: bool = Field(default=False, description="bfloat16 autocast for forward passes (fp32 master weights).")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="With several processes: ddp (a full model copy each; small models) or fsdp (FSDP2: every "
+        "decoder and encoder layer sharded across processes; 7B and up).",
+    )
     device: str | None = Field(default=None, description="cuda / cpu (default: cuda:LOCAL_RANK if available).")
     save_every: int = Field(
         default=0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end)."

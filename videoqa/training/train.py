@@ -4,7 +4,8 @@ Recipe (paper / scripts/video/train/SO400M_Qwen2_7B_ov_to_video_am9.sh): everyth
 LLM and projector, 2e-6 for the vision tower, cosine schedule with 3% warmup, no weight decay, loss on the
 assistant's tokens only, the checkpoint's own video layout (SlowFast included) and the time instruction.
 Multi-process: `torchrun --standalone --nproc_per_node N -m videoqa.training.train CONFIG.yaml` (DDP; gloo on CPU,
-nccl on GPU; tested with 2 gloo processes). Each process takes every N-th example of the epoch's permutation.
+nccl on GPU; tested with 2 gloo processes), or FSDP2 with `strategy: fsdp` (tested the same way). Each process
+takes every N-th example of the epoch's permutation.
 Resumable: a run restarted with the same config continues from its last checkpoint to the same weights.
 """
 
@@ -107,17 +108,7 @@ def train(cfg: TrainConfig) -> Path:
         model.vision_tower.gradient_checkpointing_enable()
         model.language_model.gradient_checkpointing_enable()
     if cfg.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model.language_model = get_peft_model(
-            model.language_model,
-            LoraConfig(
-                r=cfg.lora.r,
-                lora_alpha=cfg.lora.alpha,
-                lora_dropout=cfg.lora.dropout,
-                target_modules=cfg.lora.target_modules,
-            ),
-        )
+        model.language_model = _with_lora(model.language_model, cfg)
     model.to(device)
 
     # Data: each record -> (ids, labels, frames); frames decoded once into the run's frame cache.
@@ -148,6 +139,9 @@ def train(cfg: TrainConfig) -> Path:
     steps_per_epoch = max(len(examples) // per_step, 1)
     total = cfg.max_steps or max(int(steps_per_epoch * cfg.epochs), 1)
     warmup = int(total * cfg.warmup_ratio)
+    sharded = world > 1 and cfg.strategy == "fsdp"
+    if sharded:
+        _shard(model)  # before the optimizer: it must hold the sharded parameters
     optim = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim,
@@ -161,8 +155,7 @@ def train(cfg: TrainConfig) -> Path:
     state_path = out / STATE
     if state_path.exists():  # exact resume: weights, optimizer, schedule, RNG and data position
         state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
+        _load_states(model, optim, state["model"], state["optim"], sharded)
         sched.load_state_dict(state["sched"])
         step = state["step"]
         random.setstate(state["rng_python"])
@@ -173,7 +166,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-        if world > 1
+        if world > 1 and not sharded
         else model
     )
     model.train()
@@ -215,8 +208,10 @@ def train(cfg: TrainConfig) -> Path:
             log.flush()
             bar.set_postfix(loss=f"{loss_sum:.3f}")
         stopping = cfg.stop_after is not None and step >= cfg.stop_after and step < total
-        if rank == 0 and ((cfg.save_every and step % cfg.save_every == 0) or step == total or stopping):
-            _save_state(model, optim, sched, step, state_path)
+        if (cfg.save_every and step % cfg.save_every == 0) or step == total or stopping:
+            weights, optim_state = _full_states(model, optim, sharded)  # every rank takes part in the gather
+            if rank == 0:
+                _save_state(weights, optim_state, sched, step, state_path)
         if stopping:
             bar.close()
             log.close()
@@ -224,6 +219,13 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     log.close()
     final = out / "final"
+    if sharded:  # gather the full weights into a plain copy of the model on rank 0
+        weights, _ = _full_states(model, None, True)
+        if rank == 0:
+            model = _load_model(cfg, out)[0]
+            if cfg.lora is not None:
+                model.language_model = _with_lora(model.language_model, cfg)
+            model.load_state_dict(weights)
     if rank == 0:
         model.eval()
         if cfg.lora is not None:  # the served format has no adapters: fold them into the weights
@@ -240,12 +242,59 @@ def train(cfg: TrainConfig) -> Path:
     return final
 
 
-def _save_state(model, optim, sched, step: int, path: Path) -> None:
+def _with_lora(language_model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    assert cfg.lora is not None
+    settings = LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules
+    )
+    return get_peft_model(language_model, settings)
+
+
+def _shard(model: LlavaVideoForCausalLM) -> None:
+    """FSDP2: each SigLIP encoder layer and Qwen2 decoder layer is its own shard unit, the rest the root's."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model.modules():
+        if type(module).__name__ in ("Qwen2DecoderLayer", "SiglipEncoderLayer"):
+            fully_shard(module)
+    fully_shard(model)
+
+
+def _full_states(model, optim, sharded: bool) -> tuple[dict, dict | None]:
+    """Unsharded state dicts under module names (the same model, LoRA included, is rebuilt on resume)."""
+    if not sharded:
+        return model.state_dict(), (optim.state_dict() if optim is not None else None)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    return weights, (get_optimizer_state_dict(model, optim, options=options) if optim is not None else None)
+
+
+def _load_states(model, optim, weights: dict, optim_state: dict, sharded: bool) -> None:
+    if not sharded:
+        model.load_state_dict(weights)
+        optim.load_state_dict(optim_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(
+        model,
+        optim,
+        model_state_dict=weights,
+        optim_state_dict=optim_state,
+        options=StateDictOptions(full_state_dict=True),
+    )
+
+
+def _save_state(weights: dict, optim_state: dict, sched, step: int, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
-            "model": model.state_dict(),  # module names: the same model (LoRA included) is rebuilt on resume
-            "optim": optim.state_dict(),
+            "model": weights,
+            "optim": optim_state,
             "sched": sched.state_dict(),
             "step": step,
             "rng_python": random.getstate(),
