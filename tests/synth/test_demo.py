@@ -90,6 +90,9 @@ def test_the_demo_covers_every_expressible_type_all_caption_levels_and_reports_t
     assert {lv["level"] for lv in levels} == {1, 2, 3}
     for lv in levels:  # level-1 covers 10 s clips, level-2 30 s, level-3 the video
         assert lv["end"] - lv["start"] <= {1: 10.0, 2: 30.0, 3: 1e9}[lv["level"]] + 1e-6
+    sizes = {tuple(_truth(demo, r["video"])["size"]) for r in _load(demo, "caption")}
+    rates = {_truth(demo, r["video"])["fps"] for r in _load(demo, "caption")}
+    assert len(sizes) > 1 and len(rates) > 1  # the world varies resolution and frame rate
     stats = json.loads((demo / "stats.json").read_text())
     assert stats["videos"]["kept"] == 8 and stats["videos"].get("dropped", 0) >= 1
     assert all("scene(s), fewer than" in reason for reason in stats["dropped_reasons"])
@@ -120,7 +123,8 @@ def test_multiple_choice_answers_agree_with_the_pixels(demo: Path) -> None:
             assert (colour in tracks) == (answer == "yes"), question
         elif kind == "Spatial":
             _, x, y = first[question.split("is the ")[1].split(" ")[0]]
-            assert answer == f"{'top' if y < 96 else 'bottom'} {'left' if x < 128 else 'right'}", question
+            w, h = _truth(demo, r["video"])["size"]
+            assert answer == f"{'top' if y < h / 2 else 'bottom'} {'left' if x < w / 2 else 'right'}", question
         elif kind == "Time Order":
             options = re.findall(r"^[A-D]\. (\w+) \w+$", r["conversations"][0]["value"], re.M)
             seen = [c for c in options if c in first]

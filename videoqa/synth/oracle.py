@@ -360,6 +360,10 @@ def questions_from_truth(scene: Scene, types: list[str]) -> list[QAItem]:
         gen = GENERATORS.get(t)
         item = gen(scene, random.Random(f"{scene.seed}:{t}")) if gen else None
         if item is not None:
+            if not item.answer.lower().startswith(item.short.lower()):
+                # Short answer first, then the sentence: the answer's first token carries the content, as the
+                # multiple-choice letter must (a tiny model learns letters only once it computes content there).
+                item.answer = f"{item.short[0].upper()}{item.short[1:]}. {item.answer}"
             out.append(item)
     return out
 

@@ -6,7 +6,7 @@ behind a wall (occlusion) and may leave. A shot may have a panning camera (the s
 Videos are rendered with numpy and encoded with PyAV (H.264 MP4); `Scene.timeline()` is the ground truth:
 what was where, when. Deterministic per seed.
 
-Presets: `dynamic` (the default: several shots, pans, colour changes, walls, 5-90 s; what the paper's
+Presets: `dynamic` (several shots, pans, colour changes, walls, 5-180 s, 8-12 fps, three sizes; what the paper's
 dynamic-video selection keeps) and `simple` (one static shot of 5-12 s; what a tiny model learns on a CPU in
 minutes, used by the demo checkpoint's recipe).
 """
@@ -74,6 +74,10 @@ class WorldConfig:
     """Chance that one object of a shot changes colour."""
     wall_prob: float = 0.3
     """Chance that a shot has a wall that a horizontally moving object passes behind."""
+    fps_choices: tuple[int, ...] = ()
+    """If given, each video picks its frame rate from these (else `fps`)."""
+    size_choices: tuple[tuple[int, int], ...] = ()
+    """If given, each video picks its (width, height) from these (else `width` x `height`)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_seconds <= self.max_seconds:
@@ -82,8 +86,11 @@ class WorldConfig:
             raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
         if not 1 <= self.min_shots <= self.max_shots:
             raise ValueError(f"need 1 <= min_shots <= max_shots, got {self.min_shots}, {self.max_shots}")
-        if self.width < 4 * self.object_size or self.height < 4 * self.object_size:
-            raise ValueError(f"a {self.width}x{self.height} frame is too small for objects of {self.object_size} px")
+        for w, h in ((self.width, self.height), *self.size_choices):
+            if w < 4 * self.object_size or h < 4 * self.object_size:
+                raise ValueError(f"a {w}x{h} frame is too small for objects of {self.object_size} px")
+        if any(f < 1 for f in self.fps_choices) or self.fps < 1:
+            raise ValueError(f"frame rates must be >= 1, got {self.fps} / {self.fps_choices}")
         for name in ("pan_prob", "change_prob", "wall_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -93,7 +100,7 @@ class WorldConfig:
         if name == "simple":
             return cls(max_seconds=12.0, max_objects=4, max_shots=1, pan_prob=0.0, change_prob=0.0, wall_prob=0.0)
         if name == "dynamic":
-            return cls()
+            return cls(max_seconds=180.0, fps_choices=(8, 10, 12), size_choices=((256, 192), (320, 240), (384, 216)))
         raise ValueError(f"unknown world preset {name!r}; use 'dynamic' or 'simple'")
 
 
@@ -237,7 +244,9 @@ def make_scene(seed: int, cfg: WorldConfig | None = None) -> Scene:
     cfg = cfg or WorldConfig()
     rng = random.Random(seed)
     duration = round(rng.uniform(cfg.min_seconds, cfg.max_seconds), 1)
-    scene = Scene(seed, duration, cfg.fps, cfg.width, cfg.height, object_size=cfg.object_size)
+    fps = rng.choice(cfg.fps_choices) if cfg.fps_choices else cfg.fps
+    width, height = rng.choice(cfg.size_choices) if cfg.size_choices else (cfg.width, cfg.height)
+    scene = Scene(seed, duration, fps, width, height, object_size=cfg.object_size)
     shots = rng.randint(cfg.min_shots, cfg.max_shots)
     palette = rng.sample(sorted(COLOURS), k=len(COLOURS))  # colours are unique over the video
     backgrounds = rng.sample(sorted(BACKGROUNDS), k=min(shots, len(BACKGROUNDS)))
@@ -260,11 +269,11 @@ def make_scene(seed: int, cfg: WorldConfig | None = None) -> Scene:
             appear = s0 if i == 0 else round(s0 + rng.uniform(0, length / 3), 2)
             shown = s1 - appear
             dx, dy = DIRECTIONS[direction]
-            span = (cfg.width if dx else cfg.height) - 2 * margin
+            span = (width if dx else height) - 2 * margin
             speed = round(rng.uniform(0.3, 0.8) * span / shown, 2)  # crosses at most 80% of the frame while shown
             travel = speed * shown
-            lo_x, hi_x = margin + (travel if dx < 0 else 0), cfg.width - margin - (travel if dx > 0 else 0)
-            lo_y, hi_y = margin + (travel if dy < 0 else 0), cfg.height - margin - (travel if dy > 0 else 0)
+            lo_x, hi_x = margin + (travel if dx < 0 else 0), width - margin - (travel if dx > 0 else 0)
+            lo_y, hi_y = margin + (travel if dy < 0 else 0), height - margin - (travel if dy > 0 else 0)
             start = (round(rng.uniform(lo_x, hi_x), 1), round(rng.uniform(lo_y, hi_y), 1))
             leave = s1 if rng.random() < 0.7 else round(rng.uniform(appear + shown / 2, s1), 2)
             scene.objects.append(
