@@ -144,6 +144,25 @@ class LocalEngine:
         if self._engine is not None:
             await self._engine.abort(request_id)
 
+    async def score(self, prompt: str, frames: np.ndarray | None, continuation_tokens: int) -> float:
+        """Sum of log-probabilities of the prompt's last `continuation_tokens` tokens (multiple choice by
+        likelihood: the prompt ends with one option's answer)."""
+        from vllm import SamplingParams
+
+        if self._engine is None:
+            raise RuntimeError("engine is not started")
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        request: dict[str, object] = {"prompt": prompt}
+        if frames is not None:
+            request["multi_modal_data"] = {"video": frames}
+        final = None
+        async for out in self._engine.generate(request, params, uuid.uuid4().hex):
+            final = out
+        assert final is not None and final.prompt_logprobs is not None
+        ids = final.prompt_token_ids
+        tail = range(len(ids) - continuation_tokens, len(ids))
+        return float(sum(final.prompt_logprobs[i][ids[i]].logprob for i in tail))
+
     async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind

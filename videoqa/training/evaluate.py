@@ -103,11 +103,14 @@ async def evaluate_engine(
     num_frames: int | None = None,
     max_open_ended: int = 200,
     concurrency: int = 8,
+    likelihood: bool = True,
 ) -> dict[str, Any]:
     """Multiple-choice accuracy per type and open-ended token F1, through vLLM (LocalEngine: the service's path).
 
     Frames: the checkpoint's own num_frames (what it was fine-tuned with) unless given, sampled exactly; the
-    prompt is the service's (ChatML, time instruction, question).
+    prompt is the service's (ChatML, time instruction, question). Multiple choice is scored two ways: the
+    letter the model generates (the paper's format), and, with `likelihood`, the option whose text the model
+    finds likeliest to open its answer to the question without options (lm-eval-harness style).
     """
     import asyncio
 
@@ -147,23 +150,43 @@ async def evaluate_engine(
             bar.update(1)
             return text
 
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+
+    async def by_likelihood(record: dict) -> int:
+        """Index of the option whose text the model finds likeliest as the start of its open-ended answer."""
+        question, _, options = _question(record).partition("\nOptions:\n")
+        texts = [line.split(". ", 1)[1] for line in options.splitlines() if ". " in line]
+        async with gate:
+            got = decoded[root / record["video"]]
+            prompt = video_question_prompt(question, got.duration, got.timestamps)
+            base = len(tokenizer(prompt)["input_ids"])
+            scores = []
+            for text in texts:
+                full = prompt + text[0].upper() + text[1:] + "."
+                scores.append(await engine.score(full, got.frames, len(tokenizer(full)["input_ids"]) - base))
+        return int(np.argmax(scores))
+
     await engine.start()
     try:
         mc_out = await asyncio.gather(*(answer(r, 4) for r in mc))
+        ll_out = await asyncio.gather(*(by_likelihood(r) for r in mc)) if likelihood else []
         oe_out = await asyncio.gather(*(answer(r, 48) for r in oe))
     finally:
         bar.close()
         await engine.stop()
     rows = []
-    for r, text in zip(mc, mc_out, strict=True):
+    for i, (r, text) in enumerate(zip(mc, mc_out, strict=True)):
         m = LETTER.match(text)
-        rows.append(
-            {
-                "type": r.get("question_type", "unknown"),
-                "correct": bool(m and m.group(1) == _answer_letter(r)),
-                "chance": _chance(r),
-            }
-        )
+        row = {
+            "type": r.get("question_type", "unknown"),
+            "correct": bool(m and m.group(1) == _answer_letter(r)),
+            "chance": _chance(r),
+        }
+        if likelihood:
+            row["likelihood"] = "ABCDEFGH"[ll_out[i]] == _answer_letter(r)
+        rows.append(row)
     result = summarize(rows)
     f1 = [token_f1(text, r["conversations"][1]["value"]) for r, text in zip(oe, oe_out, strict=True)]
     result["open_ended"] = {"n": len(f1), "token_f1": float(np.mean(f1)) if f1 else 0.0}
@@ -175,28 +198,31 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     by: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by[row["type"]].append(row)
-    table = {
-        t: {
+
+    def cell(v: list[dict]) -> dict[str, Any]:
+        out = {
             "n": len(v),
-            "accuracy": float(np.mean([x["correct"] for x in v])),
-            "chance": float(np.mean([x["chance"] for x in v])),
+            "accuracy": float(np.mean([x["correct"] for x in v])) if v else 0.0,
+            "chance": float(np.mean([x["chance"] for x in v])) if v else 0.0,
         }
-        for t, v in sorted(by.items())
-    }
-    overall = {
-        "n": len(rows),
-        "accuracy": float(np.mean([x["correct"] for x in rows])) if rows else 0.0,
-        "chance": float(np.mean([x["chance"] for x in rows])) if rows else 0.0,
-    }
-    return {"overall": overall, "by_type": table}
+        if v and "likelihood" in v[0]:
+            out["likelihood_accuracy"] = float(np.mean([x["likelihood"] for x in v]))
+        return out
+
+    return {"overall": cell(rows), "by_type": {t: cell(v) for t, v in sorted(by.items())}}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| question type | n | accuracy | chance |", "|---|---:|---:|---:|"]
-    for t, v in result["by_type"].items():
-        lines.append(f"| {t} | {v['n']} | {v['accuracy']:.1%} | {v['chance']:.1%} |")
-    o = result["overall"]
-    lines.append(f"| **overall** | {o['n']} | {o['accuracy']:.1%} | {o['chance']:.1%} |")
+    ll = "likelihood_accuracy" in result["overall"]
+    head = "| question type | n | generated letter | " + ("option likelihood | " if ll else "") + "chance |"
+    lines = [head, "|---|---:|---:|" + ("---:|" if ll else "") + "---:|"]
+
+    def row(name: str, v: dict) -> str:
+        extra = f" {v['likelihood_accuracy']:.1%} |" if ll else ""
+        return f"| {name} | {v['n']} | {v['accuracy']:.1%} |{extra} {v['chance']:.1%} |"
+
+    lines += [row(t, v) for t, v in result["by_type"].items()]
+    lines.append(row("**overall**", result["overall"]))
     if "open_ended" in result:
         lines += ["", f"Open-ended: token F1 {result['open_ended']['token_f1']:.2f} on {result['open_ended']['n']}."]
     return "\n".join(lines)
@@ -213,8 +239,14 @@ def write_reports(result: dict[str, Any], json_path: Path) -> None:
     json_path.with_suffix(".md").write_text(markdown(result) + "\n")
     types = list(result["by_type"])
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(types, [result["by_type"][t]["accuracy"] for t in types], label="accuracy")
-    ax.plot(types, [result["by_type"][t]["chance"] for t in types], "k--", label="chance")
+    x = np.arange(len(types))
+    ll = "likelihood_accuracy" in result["overall"]
+    width = 0.4 if ll else 0.8
+    ax.bar(x - (width / 2 if ll else 0), [result["by_type"][t]["accuracy"] for t in types], width, label="letter")
+    if ll:
+        ax.bar(x + width / 2, [result["by_type"][t]["likelihood_accuracy"] for t in types], width, label="likelihood")
+    ax.set_xticks(x, types, rotation=35, ha="right", fontsize=7)
+    ax.plot(x, [result["by_type"][t]["chance"] for t in types], "k_", markersize=18, label="chance")
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title(f"multiple-choice accuracy (overall {result['overall']['accuracy']:.1%})")
