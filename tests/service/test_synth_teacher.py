@@ -32,7 +32,7 @@ def test_the_gateway_serves_as_a_synth_teacher(start_gateway, tmp_path: Path) ->
             return text, counts, client.usage.as_dict()
 
     text, counts, usage = asyncio.run(go())
-    assert text.strip()
+    assert text  # noise from a random model (here often newlines), but generated from the video
     assert counts == {"failed": 1}  # captions came back; the random model's QA is never valid JSON
     outcome = json.loads(next((tmp_path / "out" / "work").glob("*.json")).read_text())
     assert "TeacherError" in outcome["error"] and "JSON" in outcome["error"]
