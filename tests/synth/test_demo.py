@@ -175,3 +175,41 @@ def test_world_config_errors_name_the_bad_value() -> None:
         WorldConfig(pan_prob=2)
     with pytest.raises(ValueError, match="preset"):
         WorldConfig.preset("busy")  # type: ignore[arg-type]
+
+
+def test_answers_the_pixels_cannot_check_agree_with_the_timeline(demo: Path) -> None:
+    """Camera, speed, plot, causal and non-existent answers, recomputed from the ground-truth JSON."""
+    from videoqa.synth.world import Scene
+
+    checked = Counter()
+    for r in _load(demo, "multiple_choice"):
+        kind = r["question_type"]
+        scene = Scene.from_timeline(_truth(demo, r["video"]))
+        question = r["conversations"][0]["value"].split("\n")[1]
+        answer = r["conversations"][1]["value"].split(". ", 1)[1]
+        named = {f"{o.colour} {o.shape}": o for o in scene.objects}
+        if kind == "Camera Direction":
+            shots = [s for s in scene.shots if s.pan and (len(scene.shots) == 1 or s.background in question)]
+            assert shots and {s.pan for s in shots} == {answer}, question
+        elif kind == "Speed":
+            o = named[answer]
+            rivals = [x for x in scene.objects if x.shot == o.shot and x is not o]
+            assert rivals and all(o.speed >= 1.5 * x.speed for x in rivals), question
+        elif kind == "Plot Understanding":
+            assert answer == ", then ".join(s.background for s in scene.shots)
+        elif kind == "Non-Existent Actions with Existent Scene":
+            o = named[" ".join(question.split("the ")[1].split(" ")[:2])]
+            assert answer == "no" and o.colour_after is None
+            if "move" in question:
+                assert o.direction not in question, question
+        elif kind == "Causal":
+            o = named[" ".join(question.split("the ")[1].split(" ")[:2])]
+            t = float(question.split(" at ")[1].split(" seconds")[0])
+            shot = scene.shots[o.shot]
+            assert shot.start <= t < shot.end, question  # asked while its scene is on screen
+            reason = "behind the wall" if scene.hidden(o, t) else "left" if t >= o.leave else "not appeared"
+            assert reason in answer, (question, answer)
+        else:
+            continue
+        checked[kind] += 1
+    assert len(checked) == 5, checked
