@@ -49,7 +49,7 @@ class Selection:
 def detect_scenes(path: str | Path, cfg: SelectionConfig | None = None) -> list[tuple[float, float]]:
     """Scene boundaries from frames sampled at `detect_fps`, downscaled (cuts do not need detail)."""
     import numpy as np
-    from scenedetect import ContentDetector
+    from scenedetect import ContentDetector, FrameTimecode
 
     cfg = cfg or SelectionConfig()
     got = sample_frames(
@@ -67,9 +67,11 @@ def detect_scenes(path: str | Path, cfg: SelectionConfig | None = None) -> list[
     cuts: list[float] = []
     for i, frame in enumerate(got.frames):
         bgr = np.ascontiguousarray(frame[..., ::-1])  # OpenCV's channel order
-        for cut in detector.process_frame(i, bgr):
-            if cut > 0:
-                cuts.append(got.timestamps[cut])
+        # PySceneDetect >= 0.7 takes and returns FrameTimecodes; we count frames at detect_fps, so a
+        # cut's frame number indexes our own (real) timestamps.
+        for cut in detector.process_frame(FrameTimecode(i, fps=cfg.detect_fps), bgr):
+            if 0 < cut.frame_num < len(got.timestamps):
+                cuts.append(got.timestamps[cut.frame_num])
     edges = [0.0, *sorted(set(cuts)), got.duration]
     return [(round(a, 3), round(b, 3)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
