@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -354,7 +353,3 @@ async def cancel_on_disconnect(request: Any, coro: Any) -> Any:
             task.cancel()
             raise APIError(499, "client disconnected", "client_disconnected")
     return task.result()
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

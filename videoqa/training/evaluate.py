@@ -1,5 +1,5 @@
 """Multiple-choice accuracy per question type (and a match score for open-ended answers), through vLLM via
-LocalEngine (the service's engine path) or the torch reference model. Written as JSON, a markdown table and a
+LocalEngine (the service's engine path). Written as JSON, a markdown table and a
 bar chart."""
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from videoqa.model.prompt import IMAGE_TAG, VIDEO_TOKEN, chatml, expand_video_placeholders, time_instruction
-from videoqa.training.data import FrameCache, load_records
+from videoqa.model.prompt import IMAGE_TAG
+from videoqa.training.data import load_records
 from videoqa.video import SamplingSpec
 
 LETTER = re.compile(r"^\s*([A-D])\b")
-
-
-def _prompt(record: dict, duration: float, stamps: list[float]) -> str:
-    question = record["conversations"][0]["value"].replace(
-        IMAGE_TAG, f"{VIDEO_TOKEN}\n{time_instruction(duration, stamps)}", 1
-    )
-    return chatml([("user", question)])
 
 
 def _answer_letter(record: dict) -> str:
@@ -33,40 +25,6 @@ def _answer_letter(record: dict) -> str:
 
 def _chance(record: dict) -> float:
     return 1 / max(record["conversations"][0]["value"].count("\n") - 2, 1)  # options after "Options:"
-
-
-def evaluate_reference(
-    model: Any, tokenizer: Any, data: str | Path, num_frames: int = 8, cache_dir: Path | None = None
-) -> dict[str, Any]:
-    """Greedy answers from the torch reference model (used in tests and training-time checks)."""
-    records, root = load_records(data)
-    mc = [r for r in records if "Options:" in r["conversations"][0]["value"]]
-    cfg = model.config
-    cache = FrameCache(
-        cache_dir or root / ".eval_cache",
-        SamplingSpec(num_frames=num_frames, policy="exact", size=(cfg.image_size, cfg.image_size)),
-    )
-    rows = []
-    from videoqa.model.preprocess import frames_to_pixel_values
-
-    model.eval()
-    for r in mc:
-        frames, duration, stamps = cache.get(root / r["video"])
-        ids = tokenizer(_prompt(r, duration, stamps))["input_ids"]
-        ids = expand_video_placeholders(ids, cfg.video_token_id, [model.num_video_tokens(len(frames))])
-        with torch.no_grad():
-            text = tokenizer.decode(
-                model.generate(torch.tensor(ids), [frames_to_pixel_values(frames, cfg.image_size)], 3)
-            )
-        m = LETTER.match(text)
-        rows.append(
-            {
-                "type": r.get("question_type", "unknown"),
-                "correct": bool(m and m.group(1) == _answer_letter(r)),
-                "chance": _chance(r),
-            }
-        )
-    return summarize(rows)
 
 
 def _question(record: dict) -> str:

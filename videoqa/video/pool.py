@@ -100,9 +100,6 @@ class DecodePool:
     async def sample(self, path: str | os.PathLike, spec: SamplingSpec, info: VideoInfo | None = None) -> SampledVideo:
         return await self._run(sample_frames, str(path), spec, self.limits, info)
 
-    def sample_sync(self, path: str | os.PathLike, spec: SamplingSpec) -> SampledVideo:
-        return asyncio.run(self.sample(path, spec))
-
     def close(self) -> None:
         with self._lock:
             executor = self._executor
