@@ -14,7 +14,7 @@ import sys
 import openai
 import pytest
 
-from tests.service.conftest import _env, free_port, wait_http
+from tests.service.conftest import _env, free_port, stop_process, wait_http
 from videoqa.video.testing import make_test_video
 
 pytestmark = pytest.mark.engine
@@ -65,8 +65,4 @@ def test_vllm_openai_server_answers_a_video_chat(tiny_checkpoint, tmp_path) -> N
         assert out.usage.prompt_tokens > 24 * 20
         assert out.usage.completion_tokens == 5
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)

@@ -41,6 +41,17 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, st
     raise TimeoutError(f"{url} did not answer {status} within {timeout} s")
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class RedisServer:
     """A real redis-server on a fixed free port that tests can stop and start again."""
 
@@ -80,8 +91,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            stop_process(self.proc, grace=10)
             self.proc = None
 
 
@@ -115,11 +125,7 @@ def engine_url(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
         wait_http(f"{url}/internal/health", 240, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 class Gateway:
@@ -131,12 +137,7 @@ class Gateway:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="session")
