@@ -79,6 +79,14 @@ class VideoQAEngine(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
 
+def _engine_input(prompt: str, frames: np.ndarray | None) -> dict[str, object]:
+    """vLLM's prompt dict: the text, and the uint8 frames [F, H, W, 3] as the one video when there is one."""
+    request: dict[str, object] = {"prompt": prompt}
+    if frames is not None:
+        request["multi_modal_data"] = {"video": frames}
+    return request
+
+
 class LocalEngine:
     """vLLM AsyncLLM in this process (its engine core runs in a child process, as vLLM always does)."""
 
@@ -152,11 +160,8 @@ class LocalEngine:
         if self._engine is None:
             raise RuntimeError("engine is not started")
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        request: dict[str, object] = {"prompt": prompt}
-        if frames is not None:
-            request["multi_modal_data"] = {"video": frames}
         final = None
-        async for out in self._engine.generate(request, params, uuid.uuid4().hex):
+        async for out in self._engine.generate(_engine_input(prompt, frames), params, uuid.uuid4().hex):
             final = out
         assert final is not None and final.prompt_logprobs is not None
         ids = final.prompt_token_ids
@@ -177,9 +182,7 @@ class LocalEngine:
             stop=req.stop or None,
             output_kind=RequestOutputKind.DELTA,
         )
-        prompt: dict[str, object] = {"prompt": req.prompt}
-        if req.frames is not None:
-            prompt["multi_modal_data"] = {"video": req.frames}
+        prompt = _engine_input(req.prompt, req.frames)
         self._inflight.add(req.request_id)
         text, completion, finished = "", 0, False
         try:

@@ -86,16 +86,21 @@ async def evaluate_engine(
     cfg = engine.config
     n = num_frames or cfg.num_frames or cfg.max_frames
     spec = SamplingSpec(num_frames=n, policy="exact", size=(cfg.image_size, cfg.image_size))
-    decoded: dict[str, Any] = {}
+    decoding: dict[Path, asyncio.Future] = {}
     gate = asyncio.Semaphore(concurrency)
     bar = tqdm(total=len(mc) + len(oe), desc="evaluating", unit="question")
 
+    async def frames_of(record: dict) -> Any:
+        """Each video decoded once: a video's questions are adjacent and run concurrently, so they share one
+        decode task instead of each starting its own."""
+        video = root / record["video"]
+        if video not in decoding:
+            decoding[video] = asyncio.ensure_future(asyncio.to_thread(sample_frames, video, spec))
+        return await decoding[video]
+
     async def answer(record: dict, max_tokens: int) -> str:
         async with gate:
-            video = root / record["video"]
-            if video not in decoded:
-                decoded[video] = await asyncio.to_thread(sample_frames, video, spec)
-            got = decoded[video]
+            got = await frames_of(record)
             req = GenerationRequest(
                 prompt=video_question_prompt(_question(record), got.duration, got.timestamps),
                 frames=got.frames,
@@ -117,7 +122,7 @@ async def evaluate_engine(
         question, _, options = _question(record).partition("\nOptions:\n")
         texts = [line.split(". ", 1)[1] for line in options.splitlines() if ". " in line]
         async with gate:
-            got = decoded[root / record["video"]]
+            got = await frames_of(record)
             prompt = video_question_prompt(question, got.duration, got.timestamps)
             base = len(tokenizer(prompt)["input_ids"])
             scores = []

@@ -52,6 +52,18 @@ def _load_model(cfg: TrainConfig, out: Path) -> tuple[LlavaVideoForCausalLM, Pat
     return LlavaVideoForCausalLM.from_pretrained(src), src
 
 
+def _build_model(cfg: TrainConfig, out: Path, checkpointing: bool) -> tuple[LlavaVideoForCausalLM, Path]:
+    """The model as trained: loaded, with gradient checkpointing if asked, then LoRA adapters (in that order:
+    peft hooks the embedding's output for checkpointing when it wraps a model that has it on)."""
+    model, src = _load_model(cfg, out)
+    if checkpointing:
+        model.vision_tower.gradient_checkpointing_enable()
+        model.language_model.gradient_checkpointing_enable()
+    if cfg.lora is not None:
+        model.language_model = _with_lora(model.language_model, cfg)
+    return model, src
+
+
 def _param_groups(model: LlavaVideoForCausalLM, cfg: TrainConfig) -> list[dict]:
     """Separate learning rates for tower, projector (+ newline/frame token) and LLM, as the paper trains."""
     tower, projector, llm = [], [], []
@@ -98,17 +110,12 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 first writes the initial checkpoint and the frame cache; the others then read them
-    model, src = _load_model(cfg, out)
+    model, src = _build_model(cfg, out, cfg.gradient_checkpointing)
     tokenizer = AutoTokenizer.from_pretrained(src)
     mcfg = model.config
     device = torch.device(
         cfg.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     )
-    if cfg.gradient_checkpointing:
-        model.vision_tower.gradient_checkpointing_enable()
-        model.language_model.gradient_checkpointing_enable()
-    if cfg.lora is not None:
-        model.language_model = _with_lora(model.language_model, cfg)
     model.to(device)
 
     # Data: each record -> (ids, labels, frames); frames decoded once into the run's frame cache.
@@ -222,9 +229,7 @@ def train(cfg: TrainConfig) -> Path:
     if sharded:  # gather the full weights into a plain copy of the model on rank 0
         weights, _ = _full_states(model, None, True)
         if rank == 0:
-            model = _load_model(cfg, out)[0]
-            if cfg.lora is not None:
-                model.language_model = _with_lora(model.language_model, cfg)
+            model = _build_model(cfg, out, checkpointing=False)[0]
             model.load_state_dict(weights)
     if rank == 0:
         model.eval()
