@@ -161,3 +161,72 @@ def test_s1_packing_is_bit_identical_to_the_official_simple_path(mode: str, newl
     ours = pack_video(features, VideoLayout(mode, 2, newline_pos, 1), grid, newline)
     theirs = _official_simple(features, mode, 2, newline_pos, newline)
     assert torch.equal(ours, theirs)
+
+
+# --- SlowFast and frame-token packing against an independent oracle ---------------------------------
+# The paper's definition (section 4, appendix A.2), transcribed: frame i is slow iff i % s == 0 and is pooled
+# p x p, the others are fast and pooled 2p x 2p; frames stay in time order and none appears twice. Each frame is
+# pooled on its own with the official simple path above (so the oracle shares no code with pack_video or
+# frame_plan); the learned frame token follows each frame after its newlines, as the official (commented-out)
+# add_faster_video branch appends faster_token per frame; one_token puts the single newline after the video.
+
+
+def _paper_slowfast(
+    features: torch.Tensor,
+    mode: str,
+    p: int,
+    newline_pos: str,
+    s: int,
+    newline: torch.Tensor,
+    token: torch.Tensor | None,
+) -> torch.Tensor:
+    per_frame_pos = newline_pos if newline_pos in ("grid", "frame") else "no_token"
+    blocks = []
+    for i in range(features.shape[0]):
+        stride = p if i % s == 0 else 2 * p
+        blocks.append(_official_simple(features[i : i + 1], mode, stride, per_frame_pos, newline))
+        if token is not None:
+            blocks.append(token[None])
+    if newline_pos == "one_token":
+        blocks.append(newline[None])
+    return torch.cat(blocks, dim=0)
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+@pytest.mark.parametrize("newline_pos", NEWLINE_LAYOUTS)
+@pytest.mark.parametrize(("s", "frame_token"), [(2, False), (3, False), (3, True), (1, True)])
+def test_slowfast_and_frame_token_packing_match_the_paper_definition(
+    mode: str, newline_pos: str, s: int, frame_token: bool
+) -> None:
+    torch.manual_seed(s)
+    grid, dim, frames = 27, 8, 7
+    features = torch.randn(frames, grid * grid, dim)
+    newline, token = torch.randn(dim), torch.randn(dim)
+    layout = VideoLayout(mode, 2, newline_pos, s, frame_token=frame_token)
+    ours = pack_video(features, layout, grid, newline, token if frame_token else None)
+    theirs = _paper_slowfast(features, mode, 2, newline_pos, s, newline, token if frame_token else None)
+    assert torch.equal(ours, theirs)
+
+
+def test_slowfast_grid_sequence_by_hand() -> None:
+    """3 frames, s=2, 4x4 grid, average p=1 (slow stays 4x4, fast pools 2x2 -> 2x2), grid newlines and a frame
+    token: the sequence written out token by token."""
+    grid = 4
+    features = torch.arange(3 * 16, dtype=torch.float32).view(3, 16, 1)  # frame f, cell c holds 16f + c
+    packed = (
+        pack_video(
+            features,
+            VideoLayout("average", 1, "grid", 2, frame_token=True),
+            grid,
+            torch.tensor([-1.0]),
+            torch.tensor([-2.0]),
+        )
+        .flatten()
+        .tolist()
+    )
+    nl, ft = -1.0, -2.0
+    slow0 = [0, 1, 2, 3, nl, 4, 5, 6, 7, nl, 8, 9, 10, 11, nl, 12, 13, 14, 15, nl, ft]
+    # frame 1 pooled 2x2: mean of cells {0,1,4,5} = 2.5 (+16), {2,3,6,7} = 4.5, {8,9,12,13} = 10.5, {10,11,14,15} = 12.5
+    fast1 = [18.5, 20.5, nl, 26.5, 28.5, nl, ft]
+    slow2 = [v + 32 if v not in (nl, ft) else v for v in slow0]
+    assert packed == slow0 + fast1 + slow2

@@ -184,6 +184,43 @@ async def test_dead_worker_job_is_redelivered_and_completed_once(state: State) -
     assert await state.job_claim("w3", 30) is None
 
 
+async def test_late_report_from_a_lapsed_lease_is_refused(state: State) -> None:
+    """A worker whose lease lapsed (job requeued and claimed by another worker) reports late: its failure must
+    not requeue the job a second time (double delivery) nor drop the new owner's lease; its result and
+    heartbeat are refused too."""
+    await state.job_submit("job-o", {})
+    assert (await state.job_claim("worker-a", lease_s=-1)) is not None  # a lease that has already lapsed
+    assert await state.job_requeue_expired() == 1
+    b = await state.job_claim("worker-b", lease_s=30)
+    assert b is not None and b.id == "job-o" and b.attempts == 2
+
+    assert await state.job_fail("job-o", "worker-a", {"message": "late"}, retry=True) is False
+    assert await state.job_complete("job-o", "worker-a", {"answer": "stale"}) is False
+    assert await state.job_heartbeat("job-o", "worker-a", 30) is False
+    job = await state.job_get("job-o")
+    assert job is not None and (job.status, job.worker, job.error, job.result) == ("running", "worker-b", None, None)
+    assert await state.job_claim("worker-c", lease_s=30) is None  # not queued a second time
+    assert await state.job_counts() == {"running": 1} | ({"queued": 0} if state.backend == "redis" else {})
+    assert await state.job_requeue_expired() == 0  # worker B's lease is intact
+    assert await state.job_heartbeat("job-o", "worker-b", 30) is True
+
+    assert await state.job_complete("job-o", "worker-b", {"answer": "done"}) is True
+    job = await state.job_get("job-o")
+    assert job is not None and job.status == "succeeded" and job.result == {"answer": "done"}
+
+
+async def test_late_failure_of_a_requeued_job_does_not_queue_it_twice(state: State) -> None:
+    await state.job_submit("job-q", {})
+    assert (await state.job_claim("worker-a", lease_s=-1)) is not None
+    assert await state.job_requeue_expired() == 1  # back in the queue, nobody holds it
+    assert await state.job_fail("job-q", "worker-a", {"message": "late"}, retry=True) is False
+    assert await state.job_fail("job-q", "worker-a", {"message": "late"}, retry=False) is False
+    job = await state.job_get("job-q")
+    assert job is not None and job.status == "queued" and job.error is None
+    assert (await state.job_claim("worker-b", lease_s=30)) is not None
+    assert await state.job_claim("worker-c", lease_s=30) is None  # delivered once
+
+
 async def test_heartbeat_keeps_the_lease(state: State) -> None:
     await state.job_submit("job-h", {})
     await state.job_claim("w1", lease_s=0.3)

@@ -57,8 +57,11 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
                 "frames": len(frames.timestamps) if frames else 0,
                 "timestamps": frames.timestamps if frames else [],
             }
-            await state.job_complete(job.id, worker, result)
-            metrics.jobs.labels("succeeded").inc()
+            if await state.job_complete(job.id, worker, result):
+                metrics.jobs.labels("succeeded").inc()
+            else:  # our lease lapsed: the job is queued again or running elsewhere, and that run's result counts
+                log.warning("job %s: lease lost before its result was stored; the result is dropped", job.id)
+                metrics.jobs.labels("lease_lost").inc()
         except asyncio.CancelledError:
             raise  # shutdown: the lease lapses and another worker redoes it
         except APIError as err:

@@ -7,7 +7,10 @@ StateUnavailableError (503) instead of silently dropping accepted work. A small 
 outage from adding a timeout to every request, and the next attempt after it reconnects.
 
 Jobs are delivered at least once: a claim moves a job to "running" with a lease; a worker that dies stops
-renewing it and `requeue_expired` puts the job back. Completion is idempotent: the first result wins.
+renewing it and `requeue_expired` puts the job back. Only the worker holding the job's current lease can
+renew, complete or fail it: a worker whose lease lapsed (the job requeued, maybe claimed by another worker)
+that reports late is refused (the call returns False), so a late failure cannot queue the job a second time
+or drop the new owner's lease. Completion is idempotent: the first result wins.
 """
 
 from __future__ import annotations
@@ -161,29 +164,34 @@ class MemoryState:
             self._leases[job.id] = time.time() + lease_s
             return JobRecord(**asdict(job))
 
+    def _owns(self, job_id: str, worker_id: str) -> JobRecord | None:
+        """The job if `worker_id` holds its current lease (same rule as the Redis scripts' ownership check)."""
+        job = self._jobs.get(job_id)
+        if job is None or job.status != "running" or job.worker != worker_id or job_id not in self._leases:
+            return None
+        return job
+
     async def job_heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         async with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.status != "running" or job.worker != worker_id:
+            if self._owns(job_id, worker_id) is None:
                 return False
             self._leases[job_id] = time.time() + lease_s
             return True
 
-    async def job_complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> None:
+    async def job_complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
         async with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.status == "succeeded":
-                return  # first result wins
+            job = self._owns(job_id, worker_id)
+            if job is None:
+                return False  # finished already (first result wins) or the lease moved on
             job.status, job.result, job.error, job.updated = "succeeded", result, None, time.time()
             self._leases.pop(job_id, None)
-            if job_id in self._queue:
-                self._queue.remove(job_id)
+            return True
 
-    async def job_fail(self, job_id: str, worker_id: str, error: dict[str, Any], retry: bool) -> None:
+    async def job_fail(self, job_id: str, worker_id: str, error: dict[str, Any], retry: bool) -> bool:
         async with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.status == "succeeded":
-                return
+            job = self._owns(job_id, worker_id)
+            if job is None:
+                return False
             self._leases.pop(job_id, None)
             job.error, job.updated = error, time.time()
             if retry and job.attempts < self.max_attempts:
@@ -191,6 +199,7 @@ class MemoryState:
                 self._queue.insert(0, job_id)
             else:
                 job.status = "failed"
+            return True
 
     async def job_get(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
@@ -241,20 +250,26 @@ redis.call('HSET', key, 'status', 'running', 'worker', ARGV[2], 'updated', ARGV[
 redis.call('HINCRBY', key, 'attempts', 1)
 return id
 """
-_COMPLETE = """
+# Complete, fail and heartbeat act only for the worker holding the job's current lease (worker field, running,
+# still in the lease set); anyone else is a worker whose lease lapsed and whose job may already be queued again
+# or running elsewhere: acting for it would deliver the job twice or drop the new owner's lease.
+_OWNS = """
+local function owns(key, id, worker)
+  return redis.call('HGET', key, 'worker') == worker and redis.call('HGET', key, 'status') == 'running'
+    and redis.call('ZSCORE', KEYS[1], id) ~= false
+end
+"""
+_COMPLETE = _OWNS + """
 local key = ARGV[1] .. ARGV[2]
-if redis.call('EXISTS', key) == 0 then return 0 end
-if redis.call('HGET', key, 'status') == 'succeeded' then return 0 end
+if not owns(key, ARGV[2], ARGV[5]) then return 0 end
 redis.call('HSET', key, 'status', 'succeeded', 'result', ARGV[3], 'updated', ARGV[4])
 redis.call('HDEL', key, 'error')
 redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('LREM', KEYS[2], 0, ARGV[2])
 return 1
 """
-_FAIL = """
+_FAIL = _OWNS + """
 local key = ARGV[1] .. ARGV[2]
-local status = redis.call('HGET', key, 'status')
-if (not status) or status == 'succeeded' then return 0 end
+if not owns(key, ARGV[2], ARGV[7]) then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[2])
 local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0')
 redis.call('HSET', key, 'error', ARGV[3], 'updated', ARGV[4])
@@ -268,10 +283,9 @@ return 1
 """
 # Atomic: a lease is only extended for the job's current owner while it is still leased, so a heartbeat that
 # races a requeue cannot resurrect a lease for a job that is already back in the queue (it would be pushed twice).
-_HEARTBEAT = """
+_HEARTBEAT = _OWNS + """
 local key = ARGV[1] .. ARGV[2]
-if redis.call('HGET', key, 'worker') ~= ARGV[3] or redis.call('HGET', key, 'status') ~= 'running' then return 0 end
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+if not owns(key, ARGV[2], ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
 return 1
 """
@@ -459,20 +473,22 @@ class RedisState:
         )
         return bool(ok)
 
-    async def job_complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> None:
-        await self._call(
+    async def job_complete(self, job_id: str, worker_id: str, result: dict[str, Any]) -> bool:
+        done = await self._call(
             self._complete,
-            keys=[self._k("jobs", "leases"), self._k("jobs", "queue")],
-            args=[self._k("job", ""), job_id, json.dumps(result), time.time()],
+            keys=[self._k("jobs", "leases")],
+            args=[self._k("job", ""), job_id, json.dumps(result), time.time(), worker_id],
         )
-        await self._call(self._redis.expire, self._k("job", job_id), self.result_ttl_s)
+        if done:
+            await self._call(self._redis.expire, self._k("job", job_id), self.result_ttl_s)
+        return bool(done)
 
-    async def job_fail(self, job_id: str, worker_id: str, error: dict[str, Any], retry: bool) -> None:
-        await self._call(
-            self._fail,
-            keys=[self._k("jobs", "leases"), self._k("jobs", "queue")],
-            args=[self._k("job", ""), job_id, json.dumps(error), time.time(), "1" if retry else "0", self.max_attempts],
+    async def job_fail(self, job_id: str, worker_id: str, error: dict[str, Any], retry: bool) -> bool:
+        args = [self._k("job", ""), job_id, json.dumps(error), time.time(), "1" if retry else "0", self.max_attempts]
+        done = await self._call(
+            self._fail, keys=[self._k("jobs", "leases"), self._k("jobs", "queue")], args=[*args, worker_id]
         )
+        return bool(done)
 
     async def job_get(self, job_id: str) -> JobRecord | None:
         raw = await self._call(self._redis.hgetall, self._k("job", job_id))
