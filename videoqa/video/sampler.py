@@ -17,6 +17,8 @@ import bisect
 import math
 import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -37,6 +39,7 @@ from videoqa.video.errors import (
 )
 from videoqa.video.types import DecodeLimits, SampledVideo, SamplingSpec, VideoInfo
 
+_MAX_KEYFRAME_READS = 4096  # more keyframes than this in a reordered MP4: one packet pass reads them all instead
 _EPS = 1e-4  # seconds: pts -> float rounding slack when comparing frame times with targets
 
 
@@ -153,7 +156,20 @@ def _keyframes_from_index(
         return None
     tb = float(stream.time_base)
     start = stream.start_time or 0
-    keyframes = [(e.timestamp + delay - start) * tb for e in entries if e.is_keyframe]
+    shown = [e.timestamp + delay for e in entries if e.is_keyframe]
+    if delay and len(shown) > 1:
+        if len(shown) > _MAX_KEYFRAME_READS:
+            return None
+        # With reordering, an open-GOP keyframe (its leading B-frames shown before it) is shown later than
+        # its decode time plus the first keyframe's delay. One seek + one packet per keyframe reads its own pts
+        # (~0.1 ms each, far less than demuxing every packet).
+        for k, ts in enumerate(shown):
+            container.seek(ts, stream=stream, backward=True, any_frame=False)
+            packet = next(iter(container.demux(stream)), None)
+            if packet is None or not packet.is_keyframe or packet.pts is None or packet.dts != ts - delay:
+                return None
+            shown[k] = packet.pts
+    keyframes = [(ts - start) * tb for ts in shown]
     frame = 1 / float(stream.average_rate) if stream.average_rate else 0.0
     end = (last.timestamp + delay - start) * tb + frame
     if stream.duration:
@@ -298,45 +314,114 @@ def _to_rgb(
     return arr
 
 
+class _Decoder:
+    """Seeks and decodes one stream, counting the packets it feeds the decoder (the honest cost: a B-frame
+    decoder holds frames back, so frames *out* undercount the work)."""
+
+    def __init__(
+        self,
+        container: av.container.InputContainer,
+        stream: av.video.stream.VideoStream,
+        info: VideoInfo,
+        deadline: _Deadline,
+    ) -> None:
+        self.container, self.stream, self.info, self.deadline = container, stream, info, deadline
+        self.tb = float(stream.time_base)
+        self.decoded = 0
+
+    def time(self, frame: av.VideoFrame) -> float:
+        return (frame.pts * self.tb - self.info.start_time) if frame.pts is not None else float(frame.time or 0.0)
+
+    def seek(self, t: float) -> int:
+        # round, not int: a keyframe time rebuilt from float seconds can fall a hair short of its integer pts,
+        # and a backward seek from pts-1 lands on the keyframe BEFORE it (a whole extra GOP decoded).
+        pts = round((t + self.info.start_time) / self.tb)
+        self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)  # also flushes the decoder
+        return pts
+
+    def forward(self, t: float) -> Iterator[av.VideoFrame]:
+        """Frames in presentation order from the keyframe at or before `t` on."""
+        self.seek(t)
+        ctx = self.stream.codec_context
+        for packet in self.container.demux(self.stream):
+            if packet.size:  # the empty packet demux yields at the end drains the decoder
+                self.decoded += 1
+                if self.decoded % 32 == 0:
+                    self.deadline.check()
+            yield from ctx.decode(packet if packet.size else None)
+
+    def keyframe(self, t: float) -> av.VideoFrame | None:
+        """The keyframe at `t` alone: one packet in, the decoder drained, one frame out; None when the seek does
+        not land on that keyframe's packet or the decoder gives nothing (the caller then decodes forward)."""
+        pts = self.seek(t)
+        ctx = self.stream.codec_context
+        for packet in self.container.demux(self.stream):
+            if not packet.size or not packet.is_keyframe or packet.pts != pts:
+                return None
+            self.decoded += 1
+            # Draining instead of feeding the next packets: a decoder with B-frame reorder delay would otherwise
+            # decode 1-3 more frames before it lets the keyframe out. The next seek resets the decoder.
+            out = ctx.decode(packet) + ctx.decode(None)
+            return out[0] if out else None
+        return None
+
+
 def _decode_at(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
     info: VideoInfo,
     times: list[float],
+    hits: list[bool],
     size: tuple[int, int] | None,
     deadline: _Deadline,
     scale_threads: int = 1,
-) -> tuple[list[np.ndarray], list[float], int]:
-    """Exact frames at sorted target `times`; returns (frames, their real times, frames decoded)."""
-    tb = stream.time_base
+) -> tuple[list[np.ndarray], list[float], int, int]:
+    """Frames at sorted target `times`; returns (frames, their real times, packets decoded, rotation).
+
+    A target flagged in `hits` is a keyframe time and costs one decoded packet; any other target gets the exact
+    frame shown at it (the last frame whose pts <= target), decoded forward from its GOP's keyframe.
+    """
     frames: list[np.ndarray] = []
     stamps: list[float] = []
-    decoded = 0
-    it = None
+    rotation = info.rotation
+    dec = _Decoder(container, stream, info, deadline)
+    it: Iterator[av.VideoFrame] | None = None
     prev: av.VideoFrame | None = None
     pending: av.VideoFrame | None = None
     scaler = VideoReformatter()
 
-    def ftime(f: av.VideoFrame) -> float:
-        return (f.pts * float(tb) - info.start_time) if f.pts is not None else float(f.time or 0.0)
+    def emit(chosen: av.VideoFrame) -> None:
+        nonlocal rotation
+        rotation = int(getattr(chosen, "rotation", 0) or 0)
+        frames.append(_to_rgb(chosen, size, scaler, scale_threads))
+        stamps.append(round(dec.time(chosen), 6))
 
-    for t in times:
+    for k, (t, hit) in enumerate(zip(times, hits, strict=True)):
+        if k and t == times[k - 1] and hits[k - 1] == hit:  # the same frame asked twice: convert it once
+            frames.append(frames[-1])
+            stamps.append(stamps[-1])
+            continue
+        if hit:
+            try:
+                frame = dec.keyframe(t)
+            except av.error.FFmpegError as err:
+                raise CorruptVideoError(f"the video data is damaged near {t:.2f} s: {err}") from err
+            it, prev, pending = None, None, None  # the decoder was drained: the next target seeks
+            if frame is not None:
+                emit(frame)
+                continue
         gop = info.keyframes[max(bisect.bisect_right(info.keyframes, t + _EPS) - 1, 0)]
-        here = max((ftime(f) for f in (prev, pending) if f is not None), default=-math.inf)
+        here = max((dec.time(f) for f in (prev, pending) if f is not None), default=-math.inf)
         if it is None or gop > here + _EPS:
             # The target's GOP starts beyond where the decoder is: jump there instead of decoding the gap.
-            container.seek(int((gop + info.start_time) / float(tb)), stream=stream, backward=True, any_frame=False)
-            it = container.decode(stream)
+            it = dec.forward(gop)
             prev = pending = None
-        if pending is not None and ftime(pending) <= t + _EPS:
+        if pending is not None and dec.time(pending) <= t + _EPS:
             prev, pending = pending, None
         if pending is None:
             try:
                 for frame in it:
-                    decoded += 1
-                    if decoded % 32 == 0:
-                        deadline.check()
-                    ft = ftime(frame)
+                    ft = dec.time(frame)
                     if abs(ft - t) <= _EPS:  # the frame AT the target: no need to read one more to be sure
                         prev = frame
                         break
@@ -350,10 +435,113 @@ def _decode_at(
         chosen = prev if prev is not None else pending  # a target before the first frame takes the first frame
         if chosen is None:
             raise CorruptVideoError(f"no frame could be decoded at {t:.2f} s; the file is truncated or damaged")
-        info.rotation = int(getattr(chosen, "rotation", 0) or 0)
-        frames.append(_to_rgb(chosen, size, scaler, scale_threads))
-        stamps.append(round(ftime(chosen), 6))
-    return frames, stamps, decoded
+        emit(chosen)
+    return frames, stamps, dec.decoded, rotation
+
+
+def plan(info: VideoInfo, spec: SamplingSpec) -> tuple[list[float], list[bool]]:
+    """The time to decode for each target (in request order) and whether it is a keyframe hit.
+
+    "fast": a target whose nearest keyframe lies within the tolerance (default half the sampling interval)
+    takes that keyframe. The ends of the video (docs/video.md, "The end of the video"):
+    - a target before the first keyframe takes the first keyframe (no earlier frame can be decoded without it);
+    - a target after the last keyframe takes the last keyframe when it lies within twice the tolerance (one
+      sampling interval by default) and no other target already took it. LLaVA's grid pins its last target to
+      the very last frame, half an interval later than the middle of its cell, so a keyframe-spaced file
+      misses it by up to a GOP and would pay the whole final GOP for a frame its neighbour nearly shows.
+    """
+    times, interval = target_times(info, spec)
+    if spec.policy != "fast":
+        return times, [False] * len(times)
+    tol = spec.tolerance_s if spec.tolerance_s is not None else interval / 2
+    kfs = info.keyframes
+    mapped, hits = list(times), [False] * len(times)
+    for j, t in enumerate(times):
+        i = bisect.bisect_left(kfs, t)
+        near = min(kfs[max(i - 1, 0) : i + 1], key=lambda k: abs(k - t))
+        if abs(near - t) <= tol + _EPS or t < kfs[0]:
+            mapped[j], hits[j] = near, True
+    taken = {m for m, h in zip(mapped, hits, strict=True) if h}
+    for j, t in enumerate(times):
+        if not hits[j] and t > kfs[-1] and t - kfs[-1] <= 2 * tol + _EPS and kfs[-1] not in taken:
+            mapped[j], hits[j] = kfs[-1], True
+            taken.add(kfs[-1])
+    return mapped, hits
+
+
+def split(info: VideoInfo, times: list[float], hits: list[bool], parts: int, min_cost: int = 64) -> list[range]:
+    """Cut sorted targets into at most `parts` contiguous runs of about equal decode cost, only between GOPs,
+    so each run decodes independently (own demuxer and decoder) and the frames are those of one full decode.
+
+    Cost is frames to decode: 1 for a keyframe hit, the distance from the GOP's keyframe for the furthest
+    target in it. Plans cheaper than `min_cost` frames stay whole (opening the file again costs more).
+    """
+    n = len(times)
+    if parts <= 1 or n <= 1:
+        return [range(n)]
+    fps = info.fps if info.fps > 0 else 30.0
+    gops = [
+        info.keyframes[max(bisect.bisect_right(info.keyframes, t + _EPS) - 1, 0)] if not h else math.nan
+        for t, h in zip(times, hits, strict=True)
+    ]
+    cost = []
+    for k, (t, g) in enumerate(zip(times, gops, strict=True)):
+        if math.isnan(g):
+            cost.append(1.0)
+        elif k and gops[k - 1] == g:
+            cost.append(max((t - times[k - 1]) * fps, 0.0))  # decoding forward from the previous target
+        else:
+            cost.append((t - g) * fps + 1)
+    total = sum(cost)
+    if total < min_cost:
+        return [range(n)]
+    runs, start, acc = [], 0, 0.0
+    for k in range(n):
+        # A cut before k is allowed unless k continues the previous target's forward decode in the same GOP.
+        if k > start and len(runs) < parts - 1 and acc >= total * (len(runs) + 1) / parts and gops[k] != gops[k - 1]:
+            runs.append(range(start, k))
+            start = k
+        acc += cost[k]
+    runs.append(range(start, n))
+    return runs
+
+
+def sample_part(
+    path: str | os.PathLike,
+    info: VideoInfo,
+    times: list[float],
+    hits: list[bool],
+    size: tuple[int, int] | None,
+    limits: DecodeLimits,
+) -> tuple[list[np.ndarray], list[float], int, int]:
+    """Decode one run of sorted targets from `split` with its own demuxer and decoder (a thread or a pool
+    worker); returns (frames, timestamps, packets decoded, rotation)."""
+    deadline = _Deadline(limits.timeout_s)
+    container = _open(Path(path), limits)
+    try:
+        stream = _video_stream(container, limits)
+        return _decode_at(container, stream, info, times, hits, size, deadline, limits.scale_threads)
+    except VideoError:
+        raise
+    except av.error.FFmpegError as err:
+        raise CorruptVideoError(f"the video could not be decoded: {err}") from err
+    finally:
+        container.close()
+
+
+def merge(
+    order: list[int], parts: list[tuple[list[np.ndarray], list[float], int, int]]
+) -> tuple[np.ndarray, list[float], int, int]:
+    """Put the runs' frames (in sorted-target order) back in request order: (frames, stamps, decoded, rotation)."""
+    frames = [f for p in parts for f in p[0]]
+    stamps = [s for p in parts for s in p[1]]
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return (
+        np.stack([frames[i] for i in inverse]),
+        [stamps[i] for i in inverse],
+        sum(p[2] for p in parts),
+        parts[0][3],
+    )
 
 
 def sample_frames(
@@ -361,8 +549,11 @@ def sample_frames(
     spec: SamplingSpec | None = None,
     limits: DecodeLimits | None = None,
     info: VideoInfo | None = None,
+    workers: int = 1,
 ) -> SampledVideo:
     """Sample frames from `path` per `spec`, in-process (use DecodePool in servers).
+
+    `workers`: decode independent GOP runs in up to this many threads (see `split`); pixels are the same.
 
     `info`: this file's own earlier `probe` (the gateway keeps it from upload, files being named by content
     hash); it skips the packet pass that finds the keyframes. Limits on streams, codecs and pixels are still
@@ -382,28 +573,35 @@ def sample_frames(
             info = VideoInfo(**{**info.__dict__, "keyframes": sorted(info.keyframes)})
         t1 = time.perf_counter()
         stream = container.streams.video[0]
-        times, interval = target_times(info, spec)
-        keyframe_hits = 0
-        if spec.policy == "fast":
-            tol = spec.tolerance_s if spec.tolerance_s is not None else interval / 2
-            mapped = []
-            for t in times:
-                i = bisect.bisect_left(info.keyframes, t)
-                near = min(info.keyframes[max(i - 1, 0) : i + 1], key=lambda k: abs(k - t))
-                if abs(near - t) <= tol + _EPS:
-                    mapped.append(near)
-                    keyframe_hits += 1
-                else:
-                    mapped.append(t)
-            times = mapped
-        order = sorted(range(len(times)), key=times.__getitem__)
-        ordered = [times[i] for i in order]
-        frames, stamps, decoded = _decode_at(
-            container, stream, info, ordered, spec.size, deadline, limits.scale_threads
-        )
-        inverse = sorted(range(len(order)), key=order.__getitem__)
-        frames = [frames[i] for i in inverse]
-        stamps = [stamps[i] for i in inverse]
+        mapped, hits = plan(info, spec)
+        order = sorted(range(len(mapped)), key=mapped.__getitem__)
+        times = [mapped[i] for i in order]
+        flags = [hits[i] for i in order]
+        runs = split(info, times, flags, workers)
+        with ThreadPoolExecutor(max(len(runs) - 1, 1)) as threads:
+            # Runs after the first go to threads, each with its own demuxer and decoder (PyAV drops the GIL while
+            # FFmpeg decodes and swscale converts, so independent GOPs decode on all cores); the first run
+            # decodes here meanwhile, on the container already open.
+            futures = [
+                threads.submit(
+                    sample_part, path, info, times[r.start : r.stop], flags[r.start : r.stop], spec.size, limits
+                )
+                for r in runs[1:]
+            ]
+            head = runs[0]
+            first = _decode_at(
+                container,
+                stream,
+                info,
+                times[: head.stop],
+                flags[: head.stop],
+                spec.size,
+                deadline,
+                limits.scale_threads,
+            )
+            rest = [f.result() for f in futures]
+        frames, stamps, decoded, rotation = merge(order, [first, *rest])
+        info.rotation = rotation
     except VideoError:
         raise
     except av.error.FFmpegError as err:
@@ -412,10 +610,16 @@ def sample_frames(
         container.close()
     t2 = time.perf_counter()
     return SampledVideo(
-        frames=np.stack(frames),
+        frames=frames,
         timestamps=stamps,
         duration=info.duration,
         info=info,
-        timings={"probe_s": t1 - t0, "decode_s": t2 - t1, "total_s": t2 - t0, "frames_decoded": float(decoded)},
-        keyframe_hits=keyframe_hits,
+        timings={
+            "probe_s": t1 - t0,
+            "decode_s": t2 - t1,
+            "total_s": t2 - t0,
+            "frames_decoded": float(decoded),
+            "parts": float(len(runs)),
+        },
+        keyframe_hits=sum(hits),
     )

@@ -47,10 +47,15 @@ def make_test_video(
     pts_jitter: list[int] | None = None,
     faststart: bool = False,
     rotate_clockwise: bool = False,
+    bframes: int = 0,
+    open_gop: bool = False,
 ) -> Path:
     """Encode a video whose frame i shows frame_pattern(i). `gop` = keyframe interval in frames.
 
     pts_jitter: explicit pts (in 1/fps/4 units) per frame, for variable-frame-rate files.
+    bframes / open_gop (libx264): up to `bframes` B-frames between references (packets then leave the muxer in
+    decode order, pts != dts); open_gop lets the frames shown just before a keyframe reference the previous GOP
+    (x264's open-gop: recovery-point I-frames instead of IDRs).
     rotate_clockwise: write an MP4 display matrix saying "show this turned 90 degrees clockwise" (what phones
     write for portrait clips); PyAV cannot set it, so the tkhd box is patched after muxing.
     """
@@ -66,6 +71,8 @@ def make_test_video(
             opts = {"g": str(gop), "keyint_min": str(gop)}
             if codec == "libx264":
                 opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+                if bframes or open_gop:
+                    opts["x264-params"] += f":bframes={bframes}:open-gop={int(open_gop)}"
             stream.codec_context.options = {**stream.codec_context.options, **opts}
         if codec in ("libx264", "libx265"):
             stream.codec_context.options = {**stream.codec_context.options, "preset": "ultrafast"}
