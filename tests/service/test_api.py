@@ -42,6 +42,7 @@ def test_upload_describe_and_delete(gw, videos) -> None:
 def test_qa_then_repeat_question_hits_the_frame_cache_and_is_faster(gw, videos) -> None:
     file_id = _upload(gw.url, videos["long"])["id"]
     hits_before = _metric(gw.url, "videoqa_frame_cache_hits_total")
+    decoded_before = _metric(gw.url, "videoqa_frames_decoded_total")
     body = {
         "file_id": file_id,
         "question": "What is in the video?",
@@ -60,6 +61,8 @@ def test_qa_then_repeat_question_hits_the_frame_cache_and_is_faster(gw, videos) 
     assert a["usage"]["visual_tokens"] == 16 * 4 * 5 and a["usage"]["completion_tokens"] >= 1
     assert a["cache_hit"] is False and b["cache_hit"] is True
     assert _metric(gw.url, "videoqa_frame_cache_hits_total") == hits_before + 1
+    # 16 exact frames need at least 16 decoded, and a cache hit decodes none.
+    assert _metric(gw.url, "videoqa_frames_decoded_total") >= decoded_before + 16
     assert b["timestamps"] == a["timestamps"]
     # The first request decodes (and warms the engine's prefix cache); the repeat skips decoding.
     assert t2 - t1 < t1 - t0

@@ -47,6 +47,12 @@ class Metrics:
         self.queue_depth = Gauge("videoqa_engine_queue_depth", "Requests waiting or running in the engine", registry=r)
         self.cache_hits = Counter("videoqa_frame_cache_hits_total", "Decoded-frame cache hits", registry=r)
         self.cache_misses = Counter("videoqa_frame_cache_misses_total", "Decoded-frame cache misses", registry=r)
+        self.frames_decoded = Counter(
+            "videoqa_frames_decoded_total",
+            "Frames the decoder decoded for frame-cache misses (one per keyframe hit; more when a target is "
+            "decoded exactly from its GOP's keyframe)",
+            registry=r,
+        )
         self.jobs = Counter("videoqa_jobs_total", "Jobs by outcome", ["event"], registry=r)
         self.redis_up = Gauge("videoqa_redis_up", "1 when the configured Redis answers", registry=r)
         self.rejected = Counter("videoqa_rejected_total", "Requests refused by limits", ["reason"], registry=r)

@@ -231,6 +231,7 @@ class VideoQAService:
         start = time.perf_counter()
         got = await self.pool.sample(path, spec, info)  # no second packet pass: the upload probe has the index
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
+        self.metrics.frames_decoded.inc(got.timings.get("frames_decoded", 0.0))
         packed = _pack(got.frames, got.timestamps, got.duration)
         if len(packed) <= self.settings.frame_cache_max_bytes:
             await self.state.cache_set(key, packed, self.settings.frame_cache_ttl_s)

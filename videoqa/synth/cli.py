@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -100,6 +99,8 @@ def run_cmd(
             price_completion_per_mtok=price_completion,
         ) as client:
             return await run(cfg, LLMTeacher(client, send_video=send_video))
+
+    import asyncio  # here, not at the top: every `videoqa` command imports this module
 
     counts = asyncio.run(go())
     typer.echo(json.dumps(counts))

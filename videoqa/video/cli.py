@@ -32,10 +32,18 @@ def frames(
     size: str | None = typer.Option("384x384", "--size", help="Output WxH, or 'native'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     sheet: Path | None = typer.Option(None, "--sheet", help="Write a contact-sheet PNG of the frames."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Threads for independent GOP runs (default: the CPU count)."
+    ),
 ) -> None:
     """Sample frames from VIDEO and print their timestamps and timings."""
-    from videoqa.video import SamplingSpec, sample_frames
+    # In-process, no worker pool: one file read once does not need crash isolation, and starting workers would
+    # cost more than a fast sample takes.
+    import os
+
     from videoqa.video.errors import VideoError
+    from videoqa.video.sampler import sample_frames
+    from videoqa.video.types import SamplingSpec
 
     if num_frames is not None and fps is not None:
         raise typer.BadParameter("use either --frames or --fps, not both")
@@ -50,7 +58,7 @@ def frames(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     try:
-        got = sample_frames(video, spec)
+        got = sample_frames(video, spec, workers=workers or os.cpu_count() or 1)
     except VideoError as err:
         typer.echo(f"error ({err.code}): {err}", err=True)
         raise typer.Exit(1) from err
