@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from rich.table import Table
 
 from videoqa.video import SamplingSpec, sample_frames
 
-console = Console(width=170)  # the table has 9 columns; do not wrap them in a pipe or CI log
+console = Console(width=230)  # the table has 9 columns; do not wrap them in a pipe or CI log
 
 
 def make_long_video(path: Path, seconds: int, fps: int = 30, size=(1280, 720), gop_s: float = 8.3) -> Path:
@@ -132,18 +133,27 @@ _BASELINE_SCRIPTS = {
 }
 
 
-def whole_ours(path: Path, n: int, policy: str) -> tuple[float, dict]:
-    """`videoqa frames` in a fresh process: wall seconds and its JSON report."""
-    cmd = [sys.executable, "-m", "videoqa.cli", "frames", str(path), "--frames", str(n), "--policy", policy, "--json"]
+def _child(cmd: list[str]) -> tuple[float, float, str]:
+    """Run a fresh process: (wall seconds, CPU seconds user+system, stdout). CPU seconds barely move with the
+    machine's load, wall seconds do: on a shared box compare both."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return time.perf_counter() - t, json.loads(out)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, out
 
 
-def whole_baseline(label: str, path: Path, n: int) -> float:
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _BASELINE_SCRIPTS[label], str(path), str(n)], check=True, capture_output=True)
-    return time.perf_counter() - t
+def whole_ours(path: Path, n: int, policy: str) -> tuple[float, float, dict]:
+    """`videoqa frames` in a fresh process: wall seconds, CPU seconds and its JSON report."""
+    cmd = [sys.executable, "-m", "videoqa.cli", "frames", str(path), "--frames", str(n), "--policy", policy, "--json"]
+    wall, cpu, out = _child(cmd)
+    return wall, cpu, json.loads(out)
+
+
+def whole_baseline(label: str, path: Path, n: int) -> tuple[float, float]:
+    wall, cpu, _ = _child([sys.executable, "-c", _BASELINE_SCRIPTS[label], str(path), str(n)])
+    return wall, cpu
 
 
 def timeit(fn: Callable[[Path], int], path: Path, repeat: int, expect: int) -> float:
@@ -163,6 +173,14 @@ def _safe(what: str, fn: Callable[..., float], *args: object) -> float:
     except Exception as err:  # a missing optional loader must not hide the rest
         console.print(f"[yellow]{what} failed: {err}")
         return float("nan")
+
+
+def _safe2(what: str, fn: Callable[..., tuple[float, float]], *args: object) -> tuple[float, float]:
+    try:
+        return fn(*args)
+    except Exception as err:
+        console.print(f"[yellow]{what} failed: {err}")
+        return float("nan"), float("nan")
 
 
 def _load() -> str:
@@ -197,13 +215,15 @@ def main() -> None:
             fn = ours(policy, n)
             r[f"{policy} in"] = timeit(fn, long_path, args.repeat if policy == "fast" else 1, n)
             r[f"{policy} decoded"] = fn.decoded  # type: ignore[attr-defined]
-            whole, report = whole_ours(long_path, n, policy)
-            r[f"{policy} whole"] = whole
+            whole, cpu, report = whole_ours(long_path, n, policy)
+            r[f"{policy} whole"], r[f"{policy} cpu"] = whole, cpu
             r[f"{policy} start-up"] = whole - report["timings"]["total_s"]
             r[f"{policy} hits"] = report["keyframe_hits"]
         for label, make in (("decord", decord_loader), ("vLLM OpenCV", opencv_loader)):
             r[f"{label} in"] = _safe(f"{label} in-process", timeit, make(n), long_path, 1, n)
-            r[f"{label} whole"] = _safe(f"{label} whole-process", whole_baseline, label, long_path, n)
+            r[f"{label} whole"], r[f"{label} cpu"] = _safe2(
+                f"{label} whole-process", whole_baseline, label, long_path, n
+            )
         rows[n] = r
         console.print(f"  {n} frames done (load {_load()})")
 
@@ -213,7 +233,7 @@ def main() -> None:
     )
     cols = ["N", "fast decoded (hits)", "fast in / whole", "start-up", "exact decoded", "exact in / whole"]
     cols += ["decord in / whole", "OpenCV in / whole", "fast vs decord (whole)", "fast in vs kf limit"]
-    cols += ["exact vs decord (whole / in)", "fast vs OpenCV (whole)"]
+    cols += ["exact vs decord (whole / in)", "fast vs OpenCV (whole)", "CPU s whole: fast / exact / decord / OpenCV"]
     for col in cols:
         table.add_column(col, justify="right")
     for n, r in rows.items():
@@ -230,6 +250,7 @@ def main() -> None:
             f"{r['fast in'] / limit:.2f}x",
             f"{r['decord whole'] / r['exact whole']:.1f}x / {r['decord in'] / r['exact in']:.1f}x",
             f"{r['vLLM OpenCV whole'] / r['fast whole']:.1f}x",
+            " / ".join(f"{r[f'{k} cpu']:.2f}" for k in ("fast", "exact", "decord", "vLLM OpenCV")),
         )
     console.print(table)
 
