@@ -225,7 +225,8 @@ def main() -> None:
                 f"{label} whole-process", whole_baseline, label, long_path, n
             )
         rows[n] = r
-        console.print(f"  {n} frames done (load {_load()})")
+        # Raw figures as each row completes: a long run on a busy box keeps what it measured if stopped.
+        console.print(f"  {n} frames done (load {_load()}): " + json.dumps({k: round(v, 4) for k, v in r.items()}))
 
     table = Table(
         title=f"{long_name}: uniform N frames at 384x384, seconds (in = in-process, whole = fresh process); "
