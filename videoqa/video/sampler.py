@@ -162,7 +162,7 @@ def _keyframes_from_index(
             return None
         # With reordering, an open-GOP keyframe (its leading B-frames shown before it) is shown later than
         # its decode time plus the first keyframe's delay. One seek + one packet per keyframe reads its own pts
-        # (~0.1 ms each, far less than demuxing every packet).
+        # (~0.03 ms each measured, a few times cheaper than demuxing every packet).
         for k, ts in enumerate(shown):
             container.seek(ts, stream=stream, backward=True, any_frame=False)
             packet = next(iter(container.demux(stream)), None)
