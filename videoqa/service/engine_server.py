@@ -1,6 +1,7 @@
 """`videoqa engine`: the engine alone behind an internal HTTP API, for split deployments where gateways
 (decoding, state, public API) scale apart from GPU engines.
 
+GET /healthz (alive) and /readyz (engine loaded; 503 before) for probes; GET /internal/info.
 POST /internal/generate  body = 4-byte header length + JSON header + .npy frames; answers NDJSON chunks.
 A client that disconnects aborts its request in vLLM. Not for the public internet: put it on a private network.
 """
@@ -51,6 +52,16 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
         await engine.stop()
 
     app = FastAPI(title="videoqa engine (internal)", lifespan=lifespan)
+
+    # The same probe paths as the gateway's, so a cluster probes every videoqa process alike: the server only
+    # listens once the model is loaded (the lifespan awaits engine.start()), so a startup probe covers loading.
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        return JSONResponse({"engine": engine.ready()}, status_code=200 if engine.ready() else 503)
 
     @app.get("/internal/health")
     async def health() -> JSONResponse:
