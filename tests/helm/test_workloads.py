@@ -238,3 +238,18 @@ def test_gateways_share_uploads_redis_and_the_engine(rendered, values: Callable[
     assert env_of(engine)["VIDEOQA_ENGINE_API_TOKEN"]["valueFrom"]["secretKeyRef"] == token
     keys = env["VIDEOQA_API_KEYS"]["valueFrom"]["secretKeyRef"]
     assert keys["name"] == values(values_file)["gateway"]["apiKeysSecret"]
+
+
+@pytest.mark.parametrize("values_file", CI_FILES)
+def test_gateway_startup_outlasts_its_wait_for_the_engine(rendered, values_file: str) -> None:
+    """A gateway whose engine is not up within RemoteEngine's start timeout stays unready until restarted; the
+    startup probe must give it that long, then restart it (so it waits again while a big model loads)."""
+    import inspect
+
+    from videoqa.service.engine_client import RemoteEngine
+
+    wait = inspect.signature(RemoteEngine).parameters["start_timeout_s"].default
+    gateway = one(rendered[values_file], "Deployment", "gateway")
+    probe = gateway["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert probe["httpGet"]["path"] == "/readyz"
+    assert probe["periodSeconds"] * probe["failureThreshold"] > wait
