@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 setup: $(VENV)/.installed
 	@scripts/ensure-redis.sh
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh
+$(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/install-helm.sh
 	scripts/setup.sh
 	@touch $@
 

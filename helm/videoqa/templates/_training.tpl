@@ -37,6 +37,7 @@ containers:
       - {name: HOME, value: /tmp}
       - {name: XDG_CACHE_HOME, value: /tmp/.cache}
       - {name: TRITON_CACHE_DIR, value: /tmp/.cache/triton}
+      - {name: TORCHINDUCTOR_CACHE_DIR, value: /tmp/.cache/torchinductor}
     resources:
       requests:
         {{- range $k, $v := $t.resources.requests }}
