@@ -25,6 +25,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from videoqa.video import animated
 from videoqa.video.errors import (
     CorruptVideoError,
     DecodeTimeoutError,
@@ -237,6 +238,8 @@ def _probe_open(
         raise CorruptVideoError("the video has no keyframe, so no frame can be decoded")
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else count / max(duration, 1e-6)
+    if container.format.name == "gif" and (int(stream.frames) or count) < 2:
+        raise UnsupportedFormatError("the data is a still image ('gif'), not a video; send a video file")
     rotation = 0
     try:
         rotation = int(float(stream.metadata.get("rotate", 0)))
@@ -261,6 +264,8 @@ def _probe_open(
 def probe(path: str | os.PathLike, limits: DecodeLimits | None = None) -> VideoInfo:
     """Validate a file against `limits` and describe it, without decoding any frame."""
     limits = limits or DecodeLimits()
+    if animated.is_animated_webp(path):
+        return animated.probe(path, limits)
     deadline = _Deadline(limits.timeout_s)
     container = _open(Path(path), limits)
     try:
@@ -561,6 +566,8 @@ def sample_frames(
     """
     spec = spec or SamplingSpec()
     limits = limits or DecodeLimits()
+    if animated.is_animated_webp(path):
+        return animated.sample(path, spec, limits)
     deadline = _Deadline(limits.timeout_s)
     t0 = time.perf_counter()
     path = Path(path)

@@ -11,8 +11,10 @@ import numpy as np
 
 Policy = Literal["fast", "exact"]
 
-DEFAULT_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "flv", "ogg")
-DEFAULT_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mjpeg", "theora")
+# Animated GIF decodes through PyAV ("gif"); animated WebP through Pillow ("webp_anim", videoqa.video.animated).
+# Still images in either format are refused: the video endpoints take videos.
+DEFAULT_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "flv", "ogg", "gif", "webp_anim")
+DEFAULT_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mjpeg", "theora", "gif")
 
 
 @dataclass(frozen=True)
