@@ -48,7 +48,7 @@ def frames_table(budgets: list[int]) -> None:
 def prefill_table(requests: int, budget: int) -> None:
     from vllm import LLM, SamplingParams
 
-    from videoqa.model.prompt import video_question_prompt
+    from videoqa.model.chat import ChatFormat
     from videoqa.model.tiny import init_tiny
 
     table = Table(title=f"Prefill per request on the tiny checkpoint (grid 9), visual budget {budget} tokens")
@@ -63,9 +63,12 @@ def prefill_table(requests: int, budget: int) -> None:
             times, prompt_tokens = [], 0
             for r in range(requests + 1):
                 video = np.random.default_rng(r).integers(0, 256, (frames, 126, 126, 3), dtype=np.uint8)
-                prompt = video_question_prompt("What happens?", float(frames), [float(i) for i in range(frames)])
+                prompt = ChatFormat.from_pretrained(ckpt).video_question(
+                    "What happens?", float(frames), [float(i) for i in range(frames)]
+                )
                 start = time.perf_counter()
-                out = llm.generate({"prompt": prompt, "multi_modal_data": {"video": video}}, params, use_tqdm=False)
+                request = {"prompt_token_ids": prompt, "multi_modal_data": {"video": video}}
+                out = llm.generate(request, params, use_tqdm=False)
                 if r:  # the first request warms up
                     times.append(time.perf_counter() - start)
                 prompt_tokens = len(out[0].prompt_token_ids)

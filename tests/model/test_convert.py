@@ -17,11 +17,12 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from videoqa.cli import app
+from videoqa.model.chat import ChatFormat
 from videoqa.model.convert import ConversionError, convert
 from videoqa.model.layout import VideoLayout
 from videoqa.model.llava_video import LlavaVideoForCausalLM
 from videoqa.model.preprocess import frames_to_pixel_values
-from videoqa.model.prompt import expand_video_placeholders, video_question_prompt
+from videoqa.model.prompt import expand_video_placeholders
 
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"]
 
@@ -30,7 +31,7 @@ def _logits(model: LlavaVideoForCausalLM, ckpt: Path, frames: int = 6) -> torch.
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(ckpt)
-    ids = tok(video_question_prompt("Which way?", 3.0, [i * 0.5 for i in range(frames)]))["input_ids"]
+    ids = ChatFormat(tok).video_question("Which way?", 3.0, [i * 0.5 for i in range(frames)])
     ids = expand_video_placeholders(ids, model.config.video_token_id, [model.num_video_tokens(frames)])
     pv = frames_to_pixel_values(np.random.default_rng(1).integers(0, 256, (frames, 126, 126, 3), dtype=np.uint8), 126)
     return model.first_step_logits(torch.tensor(ids), [pv])

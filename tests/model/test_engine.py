@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from videoqa.model.chat import ChatFormat
 from videoqa.model.engine import GenerationRequest, LocalEngine, VideoQAEngine
-from videoqa.model.prompt import video_question_prompt
 
 pytestmark = pytest.mark.engine
 
@@ -24,9 +24,11 @@ async def engine(tiny_checkpoint) -> AsyncIterator[LocalEngine]:
     assert not eng.ready()
 
 
-def _request(n: int = 4, max_tokens: int = 12, seed: int = 0) -> GenerationRequest:
+def _request(engine: LocalEngine, n: int = 4, max_tokens: int = 12, seed: int = 0) -> GenerationRequest:
     frames = np.random.default_rng(seed).integers(0, 256, (n, 126, 126, 3), dtype=np.uint8)
-    prompt = video_question_prompt("What is shown?", float(n), [float(i) for i in range(n)])
+    prompt = ChatFormat.from_pretrained(engine.checkpoint).video_question(
+        "What is shown?", float(n), [float(i) for i in range(n)]
+    )
     return GenerationRequest(prompt=prompt, frames=frames, max_tokens=max_tokens, temperature=0.0)
 
 
@@ -38,19 +40,19 @@ async def test_engine_is_ready_and_satisfies_the_protocol(engine: LocalEngine) -
 
 
 async def test_streamed_deltas_add_up_to_the_final_text_with_token_counts(engine: LocalEngine) -> None:
-    chunks = [c async for c in engine.generate(_request(max_tokens=12))]
+    chunks = [c async for c in engine.generate(_request(engine, max_tokens=12))]
     assert chunks[-1].finished and chunks[-1].finish_reason in ("stop", "length")
     assert "".join(c.delta for c in chunks) == chunks[-1].text
     assert 1 <= chunks[-1].completion_tokens <= 12
     visual = 4 * 4 * 5  # 4 frames, grid 9 -> 4x4 average pool + a newline per row
     assert chunks[-1].prompt_tokens > visual
-    again = [c async for c in engine.generate(_request(max_tokens=12))]
+    again = [c async for c in engine.generate(_request(engine, max_tokens=12))]
     assert again[-1].text == chunks[-1].text  # greedy is deterministic
     assert again[-1].cached_tokens > 0  # same video and prompt: prefix cache
 
 
 async def test_cancelling_the_iterator_aborts_the_request(engine: LocalEngine) -> None:
-    req = _request(n=8, max_tokens=2000, seed=5)
+    req = _request(engine, n=8, max_tokens=2000, seed=5)
     stream = engine.generate(req)
     first = await anext(stream)
     assert not first.finished
@@ -58,13 +60,13 @@ async def test_cancelling_the_iterator_aborts_the_request(engine: LocalEngine) -
     await stream.aclose()  # what a client disconnect does
     assert engine.queue_depth() == 0
     # The engine keeps serving after the abort.
-    done = [c async for c in engine.generate(_request(max_tokens=3))]
+    done = [c async for c in engine.generate(_request(engine, max_tokens=3))]
     assert done[-1].finished
 
 
 async def test_concurrent_requests_are_batched_and_all_finish(engine: LocalEngine) -> None:
     async def run(seed: int) -> str:
-        return [c async for c in engine.generate(_request(n=2 + seed, max_tokens=6, seed=seed))][-1].text
+        return [c async for c in engine.generate(_request(engine, n=2 + seed, max_tokens=6, seed=seed))][-1].text
 
     texts = await asyncio.gather(*(run(s) for s in range(4)))
     assert len(texts) == 4

@@ -11,19 +11,18 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from videoqa.model.chat import ChatFormat
 from videoqa.model.layout import VideoLayout
 from videoqa.model.llava_video import LlavaVideoForCausalLM
 from videoqa.model.preprocess import frames_to_pixel_values
-from videoqa.model.prompt import VIDEO_TOKEN, chatml, expand_video_placeholders, video_question_prompt
+from videoqa.model.prompt import VIDEO_TOKEN, expand_video_placeholders
 from videoqa.model.tiny import TinySpec, init_tiny
 
 
 def _prompt_ids(
     model: LlavaVideoForCausalLM, tokenizer, num_frames: int, question: str = "What happens?"
 ) -> torch.Tensor:
-    ids = tokenizer(video_question_prompt(question, float(num_frames), [float(i) for i in range(num_frames)]))[
-        "input_ids"
-    ]
+    ids = ChatFormat(tokenizer).video_question(question, float(num_frames), [float(i) for i in range(num_frames)])
     return torch.tensor(
         expand_video_placeholders(ids, model.config.video_token_id, [model.num_video_tokens(num_frames)])
     )
@@ -74,9 +73,12 @@ def test_tokenizer_special_tokens_and_chat_template(tiny_checkpoint: Path) -> No
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     for special in ("<|im_start|>", "<|im_end|>", "<|endoftext|>", VIDEO_TOKEN, "<image>"):
         assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1, special
-    messages = [{"role": "user", "content": f"{VIDEO_TOKEN}\nHow many circles?"}]
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "How many circles?"}]}]
     rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered == chatml([("user", f"{VIDEO_TOKEN}\nHow many circles?")])
+    assert rendered == (
+        f"<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{VIDEO_TOKEN}\n"
+        "How many circles?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_preprocess_normalises_and_resizes() -> None:
@@ -94,7 +96,7 @@ def test_preprocess_normalises_and_resizes() -> None:
 def test_placeholder_count_mismatch_is_a_clear_error(tiny_checkpoint: Path) -> None:
     model = LlavaVideoForCausalLM.from_pretrained(tiny_checkpoint)
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
-    ids = torch.tensor(tok(video_question_prompt("hi"))["input_ids"])  # one unexpanded placeholder
+    ids = torch.tensor(ChatFormat(tok).video_question("hi"))  # one unexpanded placeholder
     pv = frames_to_pixel_values(np.zeros((3, 126, 126, 3), dtype=np.uint8), 126)
     with pytest.raises(ValueError, match="expand_video_placeholders"):
         model.first_step_logits(ids, [pv])
@@ -128,7 +130,7 @@ def test_tiny_checkpoint_generates_text_from_a_real_video(make_tiny_checkpoint, 
     model = LlavaVideoForCausalLM.from_pretrained(ckpt)
     tok = AutoTokenizer.from_pretrained(ckpt)
     pv = frames_to_pixel_values(frames, model.config.image_size)
-    ids = tok(video_question_prompt("What grows?", 2.0, times))["input_ids"]
+    ids = ChatFormat(tok).video_question("What grows?", 2.0, times)
     ids = torch.tensor(expand_video_placeholders(ids, model.config.video_token_id, [model.num_video_tokens(6)]))
     # By hand: grid 9, s=2: slow frames 0, 2, 4 pool to 4x4 + 4 newlines = 20; fast frames 1, 3, 5 to 2x2 + 2 = 6.
     assert model.num_video_tokens(6) == 3 * 20 + 3 * 6

@@ -16,10 +16,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from videoqa.model.chat import ChatFormat
 from videoqa.model.layout import VideoLayout
 from videoqa.model.llava_video import LlavaVideoForCausalLM
 from videoqa.model.preprocess import frames_to_pixel_values
-from videoqa.model.prompt import expand_video_placeholders, video_question_prompt
+from videoqa.model.prompt import expand_video_placeholders
 
 pytestmark = [pytest.mark.parity, pytest.mark.engine]
 
@@ -53,11 +54,12 @@ class Pair:
         self.ref = LlavaVideoForCausalLM.from_pretrained(ckpt)
         self.tok = AutoTokenizer.from_pretrained(ckpt)
 
-    def prompt(self, num_frames: int) -> str:
-        return video_question_prompt("Describe what happens.", float(num_frames), [i * 0.5 for i in range(num_frames)])
+    def prompt(self, num_frames: int, question: str = "Describe what happens.") -> list[int]:
+        times = [i * 0.5 for i in range(num_frames)]
+        return ChatFormat(self.tok).video_question(question, float(num_frames), times)
 
     def ref_ids(self, num_frames: int) -> list[int]:
-        ids = self.tok(self.prompt(num_frames))["input_ids"]
+        ids = self.prompt(num_frames)
         return expand_video_placeholders(ids, self.ref.config.video_token_id, [self.ref.num_video_tokens(num_frames)])
 
     def ref_logprobs_along(self, prompt_ids: list[int], tokens: list[int], pv: torch.Tensor) -> torch.Tensor:
@@ -98,7 +100,9 @@ def test_logprobs_and_greedy_tokens_match_the_reference(pair: Pair, num_frames: 
 
     frames = _frames(num_frames, seed=num_frames)
     params = SamplingParams(max_tokens=STEPS, temperature=0.0, logprobs=-1, ignore_eos=True)
-    out = pair.llm.generate({"prompt": pair.prompt(num_frames), "multi_modal_data": {"video": frames}}, params)[0]
+    out = pair.llm.generate(
+        {"prompt_token_ids": pair.prompt(num_frames), "multi_modal_data": {"video": frames}}, params
+    )[0]
     ref_ids = pair.ref_ids(num_frames)
     assert list(out.prompt_token_ids) == ref_ids  # same placeholder expansion as the shared layout function
 
@@ -121,7 +125,8 @@ def test_one_call_with_four_videos_of_different_lengths_matches_four_reference_r
     counts = [1, 4, 9, 16]
     videos = [_frames(n, seed=100 + n) for n in counts]
     prompts = [
-        {"prompt": pair.prompt(n), "multi_modal_data": {"video": v}} for n, v in zip(counts, videos, strict=True)
+        {"prompt_token_ids": pair.prompt(n), "multi_modal_data": {"video": v}}
+        for n, v in zip(counts, videos, strict=True)
     ]
     outs = pair.llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
     for n, video, out in zip(counts, videos, outs, strict=True):
@@ -135,13 +140,29 @@ def test_asking_about_the_same_video_twice_hits_the_prefix_cache(pair: Pair) -> 
 
     video = _frames(16, seed=7)
     params = SamplingParams(max_tokens=2, temperature=0.0)
-    first = pair.llm.generate({"prompt": pair.prompt(16), "multi_modal_data": {"video": video}}, params)[0]
-    second_prompt = pair.prompt(16).replace("Describe what happens.", "What colour is it?")
-    second = pair.llm.generate({"prompt": second_prompt, "multi_modal_data": {"video": video}}, params)[0]
-    other = pair.llm.generate({"prompt": second_prompt, "multi_modal_data": {"video": 255 - video}}, params)[0]
+    first = pair.llm.generate({"prompt_token_ids": pair.prompt(16), "multi_modal_data": {"video": video}}, params)[0]
+    second_prompt = pair.prompt(16, "What colour is it?")
+    second = pair.llm.generate({"prompt_token_ids": second_prompt, "multi_modal_data": {"video": video}}, params)[0]
+    other = pair.llm.generate({"prompt_token_ids": second_prompt, "multi_modal_data": {"video": 255 - video}}, params)[
+        0
+    ]
     visual = pair.ref.num_video_tokens(16)
     # The video's tokens (and the text before them) come from the cache the second time, in whole KV blocks.
     assert second.num_cached_tokens >= visual - 16 > 0
     assert first.num_cached_tokens < second.num_cached_tokens
     # A different video with the same placeholder ids must NOT reuse those blocks (mm hashes are part of the key).
     assert other.num_cached_tokens < visual
+
+
+@pytest.mark.parametrize("placeholders", [0, 2])
+def test_the_processor_refuses_a_prompt_without_exactly_one_placeholder_per_video(pair: Pair, placeholders) -> None:
+    """Defence in depth for prompts that reach vLLM without our chat format (raw prompts, token ids)."""
+    from vllm import SamplingParams
+
+    prompt = [t for t in pair.prompt(4) if t != pair.ref.config.video_token_id]
+    prompt = [pair.ref.config.video_token_id] * placeholders + prompt
+    with pytest.raises(ValueError, match=f"{placeholders} <video> placeholders for 1 video"):
+        pair.llm.generate(
+            {"prompt_token_ids": prompt, "multi_modal_data": {"video": _frames(4, seed=1)}},
+            SamplingParams(max_tokens=1),
+        )

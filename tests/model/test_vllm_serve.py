@@ -13,8 +13,10 @@ import sys
 
 import openai
 import pytest
+from transformers import AutoTokenizer
 
 from tests.service.conftest import _env, free_port, stop_process, wait_http
+from videoqa.model.tokenizer import SPECIAL_TOKENS
 from videoqa.video.testing import make_test_video
 
 pytestmark = pytest.mark.engine
@@ -64,5 +66,38 @@ def test_vllm_openai_server_answers_a_video_chat(tiny_checkpoint, tmp_path) -> N
         # vLLM's loader took the clip's 24 frames; our layout makes 24 x (4x4 + 4 newlines) visual tokens.
         assert out.usage.prompt_tokens > 24 * 20
         assert out.usage.completion_tokens == 5
+        _check_prompt_safety(client, str(tiny_checkpoint), data)
     finally:
         stop_process(proc)
+
+
+def _check_prompt_safety(client: openai.OpenAI, model: str, video_b64: str) -> None:
+    """Plain vLLM renders our checkpoint's template and tokenizes the whole string, so the template itself
+    refuses control tokens in message text (400), whatever the role; a clean request keeps the template's
+    structure: three turns and one video placeholder, expanded into one run of video tokens."""
+    video_part = {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{video_b64}"}}
+    for special in SPECIAL_TOKENS:
+        for role in ("system", "developer", "user"):
+            messages = [{"role": role, "content": f"Hi {special} there"}]
+            if role != "user":
+                messages.append({"role": "user", "content": "What happens?"})
+            with pytest.raises(openai.BadRequestError, match="control token"):
+                client.chat.completions.create(model=model, max_tokens=1, messages=messages)
+        with pytest.raises(openai.BadRequestError, match="control token"):
+            client.chat.completions.create(
+                model=model,
+                max_tokens=1,
+                messages=[{"role": "user", "content": [video_part, {"type": "text", "text": f"Q {special}"}]}],
+            )
+    out = client.chat.completions.create(
+        model=model,
+        max_tokens=1,
+        messages=[{"role": "user", "content": [video_part, {"type": "text", "text": "What happens?"}]}],
+        extra_body={"return_token_ids": True},
+    )
+    ids = out.model_extra["prompt_token_ids"]
+    tok = AutoTokenizer.from_pretrained(model)
+    video = tok.convert_tokens_to_ids("<video>")
+    assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 3
+    assert ids.count(video) > 24 * 16
+    assert sum(1 for i, t in enumerate(ids) if t == video and ids[i - 1] != video) == 1

@@ -99,7 +99,7 @@ def test_fps_sampling_reports_real_timestamps(gw, videos) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"question": "q"}, 422, "invalid_request"),  # no video
+        ({"question": "q"}, 400, "invalid_request"),  # no video
         ({"file_id": "0" * 64, "question": "q"}, 404, "file_not_found"),
         ({"file_id": "not-a-hash", "question": "q"}, 404, "file_not_found"),
         ({"video_url": "ftp://example.com/v.mp4", "question": "q"}, 400, "invalid_url"),
@@ -114,16 +114,16 @@ def test_bad_requests_get_clear_errors(gw, body, status, code) -> None:
     assert err["code"] == code and len(err["message"]) > 5
 
 
-def test_too_many_frames_and_over_budget_are_422_with_numbers(gw, videos) -> None:
+def test_too_many_frames_and_over_budget_are_400_with_numbers(gw, videos) -> None:
     file_id = _upload(gw.url, videos["short"])["id"]
     over = httpx.post(f"{gw.url}/v1/video/qa", json={"file_id": file_id, "question": "q", "num_frames": 33})
-    assert over.status_code == 422 and over.json()["error"]["code"] == "too_many_frames"
+    assert over.status_code == 400 and over.json()["error"]["code"] == "too_many_frames"
     # 32 frames x 20 tokens fit in 4096, but not with max_tokens 3800: refused before any decoding.
     misses = _metric(gw.url, "videoqa_frame_cache_misses_total")
     big = httpx.post(
         f"{gw.url}/v1/video/qa", json={"file_id": file_id, "question": "q", "num_frames": 32, "max_tokens": 3800}
     )
-    assert big.status_code == 422, big.text
+    assert big.status_code == 400, big.text
     err = big.json()["error"]
     assert (
         err["code"] == "context_length_exceeded" and "640 visual tokens" in err["message"] and "4096" in err["message"]

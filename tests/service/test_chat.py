@@ -88,7 +88,7 @@ def test_openai_errors_have_the_openai_shape(client, file_id) -> None:
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="no-such-model", messages=_messages(f"videoqa://files/{file_id}"))
     assert err.value.body["code"] == "model_not_found"
-    with pytest.raises(openai.UnprocessableEntityError) as err:
+    with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
             model=client.models.list().data[0].id,
             messages=[
@@ -101,9 +101,12 @@ def test_openai_errors_have_the_openai_shape(client, file_id) -> None:
                 }
             ],
         )
-    assert "one video" in err.value.message
-    with pytest.raises(openai.UnprocessableEntityError):
+    assert "one video" in err.value.message and err.value.body["param"] == "messages"
+    with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
             model=client.models.list().data[0].id,
-            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            messages=[
+                {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}
+            ],
         )
+    assert "input_audio" in err.value.message

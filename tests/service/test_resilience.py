@@ -45,7 +45,7 @@ def test_jobs_run_and_are_idempotent(start_gateway, redis_server, videos) -> Non
     missing = httpx.get(f"{gw.url}/v1/jobs/job-nope")
     assert missing.status_code == 404
     bad = httpx.post(f"{gw.url}/v1/jobs", json={"task": "qa", "file_id": file_id})
-    assert bad.status_code == 422
+    assert bad.status_code == 400
 
 
 def test_a_job_whose_worker_is_killed_mid_job_is_finished_by_another(

@@ -28,7 +28,7 @@ from transformers import AutoTokenizer
 from videoqa.model.config import LlavaVideoConfig
 from videoqa.model.layout import VideoLayout
 from videoqa.model.prompt import IMAGE_TAG, VIDEO_TOKEN
-from videoqa.model.tokenizer import CHAT_TEMPLATE
+from videoqa.model.tokenizer import chat_template, control_tokens
 
 QWEN2_KEYS = [
     "hidden_size",
@@ -289,7 +289,7 @@ def _convert_tokenizer(src: Path, out: Path):
     missing = [t for t in (VIDEO_TOKEN, IMAGE_TAG) if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template(control_tokens(tokenizer))
     tokenizer.save_pretrained(out)
     for extra in ("generation_config.json",):
         if (src / extra).is_file():

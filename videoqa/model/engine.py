@@ -1,6 +1,7 @@
 """The async engine the gateway talks to: a thin, typed wrapper over vLLM's AsyncLLM.
 
-The gateway hands it a finished prompt (one `<video>` placeholder per video) and uint8 frames it has already
+The gateway hands it a finished prompt as token ids (videoqa.model.chat: one `<video>` placeholder, control
+tokens only where the chat template put them) and uint8 frames it has already
 sampled and resized; the engine never fetches or decodes anything. Cancelling the async iterator (client
 disconnect) aborts the request inside vLLM.
 """
@@ -14,19 +15,30 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from videoqa.model.config import LlavaVideoConfig
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+)
+"""The text files a checkpoint's tokenizer may consist of (split mode ships them to gateways)."""
 
 
 @dataclass
 class GenerationRequest:
     """One generation: a prompt with at most one `<video>` placeholder per entry of `videos`."""
 
-    prompt: str
-    """Full ChatML prompt text (see videoqa.model.prompt)."""
+    prompt: list[int] | str
+    """Prompt token ids from videoqa.model.chat.ChatFormat. Text is tokenized by vLLM with special tokens
+    recognised, so only trusted text (tests, benchmarks) may be given as a string."""
     frames: np.ndarray | None = None
     """uint8 RGB frames [F, H, W, 3] for the prompt's `<video>` placeholder, or None for text only."""
     max_tokens: int = 256
@@ -39,6 +51,17 @@ class GenerationRequest:
     """Sampling seed, for reproducible non-greedy answers."""
     stop: list[str] = field(default_factory=list)
     """Stop strings."""
+    top_k: int = 0
+    """Sample from the k likeliest tokens only; 0 for all."""
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    """OpenAI's penalties, in [-2, 2]."""
+    logprobs: int | None = None
+    """Report the sampled token's log-probability and this many alternatives per generated token."""
+    json_object: bool = False
+    """Constrain the output to a JSON object (vLLM structured outputs)."""
+    json_schema: dict | None = None
+    """Constrain the output to JSON valid under this schema (vLLM structured outputs)."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Unique id (used to abort)."""
 
@@ -61,6 +84,10 @@ class GenerationChunk:
     """Tokens generated so far."""
     cached_tokens: int = 0
     """Prompt tokens served from the prefix cache."""
+    prompt_token_ids: list[int] | None = None
+    """The prompt as the engine saw it (video placeholders expanded); on the first chunk only."""
+    logprobs: list[dict] | None = None
+    """With GenerationRequest.logprobs: OpenAI's logprobs.content entries for this chunk's new tokens."""
 
 
 @runtime_checkable
@@ -77,14 +104,57 @@ class VideoQAEngine(Protocol):
     def queue_depth(self) -> int: ...
     def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
     async def abort(self, request_id: str) -> None: ...
+    async def tokenizer(self) -> Any: ...
 
 
-def _engine_input(prompt: str, frames: np.ndarray | None) -> dict[str, object]:
-    """vLLM's prompt dict: the text, and the uint8 frames [F, H, W, 3] as the one video when there is one."""
-    request: dict[str, object] = {"prompt": prompt}
+def _engine_input(prompt: list[int] | str, frames: np.ndarray | None) -> dict[str, object]:
+    """vLLM's prompt dict: the token ids (or trusted text), and the uint8 frames [F, H, W, 3] as the one video."""
+    request: dict[str, object] = {"prompt": prompt} if isinstance(prompt, str) else {"prompt_token_ids": list(prompt)}
     if frames is not None:
         request["multi_modal_data"] = {"video": frames}
     return request
+
+
+def _sampling_params(req: GenerationRequest, output_kind: Any) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    # Compact JSON: free whitespace lets a weak model pad forever inside a valid document.
+    structured = None
+    if req.json_schema is not None:
+        structured = StructuredOutputsParams(json=req.json_schema, disable_any_whitespace=True)
+    elif req.json_object:
+        structured = StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+    return SamplingParams(
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        seed=req.seed,
+        stop=req.stop or None,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        logprobs=req.logprobs,
+        structured_outputs=structured,
+        output_kind=output_kind,
+    )
+
+
+def _token_entry(text: str | None, logprob: float) -> dict[str, Any]:
+    token = text or ""
+    return {"token": token, "logprob": max(logprob, -9999.0), "bytes": list(token.encode())}
+
+
+def _openai_logprobs(piece: Any, top: int) -> list[dict]:
+    """vLLM's per-token {id: Logprob} maps -> OpenAI's logprobs.content entries (sampled token, top alternatives)."""
+    out = []
+    for token_id, ranked in zip(piece.token_ids, piece.logprobs or [], strict=False):
+        chosen = ranked[token_id]
+        alternatives = sorted(ranked.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)[:top]
+        entry = _token_entry(chosen.decoded_token, chosen.logprob)
+        entry["top_logprobs"] = [_token_entry(lp.decoded_token, lp.logprob) for lp in alternatives]
+        out.append(entry)
+    return out
 
 
 class LocalEngine:
@@ -137,6 +207,12 @@ class LocalEngine:
         # Building the engine blocks for tens of seconds (profiling, compilation): keep the loop free.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
 
+    async def tokenizer(self) -> Any:
+        """The checkpoint's tokenizer (with its chat template)."""
+        from transformers import AutoTokenizer
+
+        return await asyncio.to_thread(AutoTokenizer.from_pretrained, self.checkpoint)
+
     async def stop(self) -> None:
         if self._engine is not None:
             engine, self._engine = self._engine, None
@@ -152,7 +228,7 @@ class LocalEngine:
         if self._engine is not None:
             await self._engine.abort(request_id)
 
-    async def score(self, prompt: str, frames: np.ndarray | None, continuation_tokens: int) -> float:
+    async def score(self, prompt: list[int] | str, frames: np.ndarray | None, continuation_tokens: int) -> float:
         """Sum of log-probabilities of the prompt's last `continuation_tokens` tokens (multiple choice by
         likelihood: the prompt ends with one option's answer)."""
         from vllm import SamplingParams
@@ -169,29 +245,22 @@ class LocalEngine:
         return float(sum(final.prompt_logprobs[i][ids[i]].logprob for i in tail))
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         if self._engine is None:
             raise RuntimeError("engine is not started")
-        params = SamplingParams(
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            seed=req.seed,
-            stop=req.stop or None,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        params = _sampling_params(req, RequestOutputKind.DELTA)
         prompt = _engine_input(req.prompt, req.frames)
         self._inflight.add(req.request_id)
-        text, completion, finished = "", 0, False
+        text, completion, finished, first = "", 0, False, True
         try:
             async for out in self._engine.generate(prompt, params, req.request_id):
                 piece = out.outputs[0]
                 completion += len(piece.token_ids)
                 text += piece.text
                 finished = out.finished
-                prompt_tokens = len(out.prompt_token_ids or [])
+                prompt_ids = list(out.prompt_token_ids or [])
+                prompt_tokens = len(prompt_ids)
                 cached = out.num_cached_tokens or 0
                 if finished:
                     self.prompt_tokens_total += prompt_tokens
@@ -204,7 +273,10 @@ class LocalEngine:
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion,
                     cached_tokens=cached,
+                    prompt_token_ids=prompt_ids if first else None,
+                    logprobs=_openai_logprobs(piece, req.logprobs) if req.logprobs is not None else None,
                 )
+                first = False
         finally:
             self._inflight.discard(req.request_id)
             if not finished:  # the caller went away (disconnect, timeout): free the engine's slot

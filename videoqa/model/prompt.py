@@ -1,4 +1,7 @@
-"""Prompt text for LLaVA-Video: the time instruction and the qwen_1_5 ChatML conversation.
+"""Prompt pieces for LLaVA-Video: the time instruction, the placeholders and their expansion.
+
+Conversations are rendered by the checkpoint's chat template in videoqa.model.chat (one implementation for the
+gateway, training and eval).
 
 The time instruction is the one LLaVA-Video was trained with (LLaVA-NeXT llava/train/train.py and
 docs/LLaVA_Video_1003.md): timestamps joined with "," and no space before "Please". Note that
@@ -25,40 +28,6 @@ def time_instruction(duration: float, timestamps: Sequence[float]) -> str:
         f"from it. These frames are located at {located}.Please answer the following questions related "
         "to this video."
     )
-
-
-def video_user_turn(question: str, duration: float | None, timestamps: Sequence[float] | None) -> str:
-    """User message content as in training: "<video>\\n{time_instruction}\\n{question}".
-
-    Without timing information (duration/timestamps unknown) the time instruction is left out.
-    """
-    if duration is None or not timestamps:
-        return f"{VIDEO_TOKEN}\n{question}"
-    return f"{VIDEO_TOKEN}\n{time_instruction(duration, timestamps)}\n{question}"
-
-
-def chatml(messages: Sequence[tuple[str, str]], system: str | None = SYSTEM_PROMPT, generation: bool = True) -> str:
-    """Render (role, content) turns in the qwen_1_5 ChatML template LLaVA-Video uses.
-
-    With `generation` the prompt ends with the opened assistant turn, ready for decoding.
-    """
-    parts = []
-    if system is not None:
-        parts.append(f"<|im_start|>system\n{system}<|im_end|>\n")
-    for role, content in messages:
-        if role not in ("user", "assistant", "system"):
-            raise ValueError(f"unknown chat role {role!r}; use user, assistant or system")
-        parts.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
-    if generation:
-        parts.append("<|im_start|>assistant\n")
-    return "".join(parts)
-
-
-def video_question_prompt(
-    question: str, duration: float | None = None, timestamps: Sequence[float] | None = None
-) -> str:
-    """Full prompt for one question about one video."""
-    return chatml([("user", video_user_turn(question, duration, timestamps))])
 
 
 def expand_video_placeholders(input_ids: Sequence[int], video_token_id: int, token_counts: Sequence[int]) -> list[int]:

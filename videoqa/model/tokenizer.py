@@ -1,12 +1,15 @@
 """A small byte-level BPE tokenizer for tiny checkpoints, trained here with `tokenizers` (deterministic).
 
 It carries the special tokens a real LLaVA-Video (Qwen2) checkpoint needs: ChatML markers and the
-<video>/<image> placeholders, and a chat template that renders exactly `videoqa.model.prompt.chatml`.
+<video>/<image> placeholders, and the chat template (chat_template below) that videoqa.model.chat renders prompts with.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import Sequence
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -15,17 +18,62 @@ from videoqa.model.prompt import IMAGE_TAG, SYSTEM_PROMPT, VIDEO_TOKEN, time_ins
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", VIDEO_TOKEN, IMAGE_TAG]
 
-# Renders the same text as prompt.chatml(): a default system turn, then the turns, then the opened
-# assistant turn when add_generation_prompt is set.
-CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' -%}"
-    "{{ '<|im_start|>system\\n" + SYSTEM_PROMPT + "<|im_end|>\\n' }}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
+
+def chat_template(control_tokens: Sequence[str]) -> str:
+    """The chat template our checkpoints carry: LLaVA-Video's qwen_1_5 ChatML.
+
+    A default system turn unless the first message is a system (or developer) one; `developer` is rendered as
+    `system` (OpenAI's newer name for it). Content is a string or OpenAI-style parts: a `video` part becomes
+    the `<video>` placeholder and its newline, text parts are written as they are. Text containing one of the
+    tokenizer's control tokens is refused: servers that render this template and then tokenize the whole
+    string (plain vLLM) would otherwise turn it into real control tokens. videoqa.model.chat never passes user
+    text through the template, so the gateway keeps such text, as plain characters.
+    The `for part in message['content']` loop is also how vLLM detects that it should pass parts, not strings.
+    """
+    controls = json.dumps(list(control_tokens))
+    return (
+        "{%- set controls = " + controls + " -%}"
+        "{%- if messages[0]['role'] not in ['system', 'developer'] -%}"
+        "{{- '<|im_start|>system\\n" + SYSTEM_PROMPT + "<|im_end|>\\n' -}}"
+        "{%- endif -%}"
+        "{%- for message in messages -%}"
+        "{%- set role = 'system' if message['role'] == 'developer' else message['role'] -%}"
+        "{%- if role not in ['system', 'user', 'assistant'] -%}"
+        "{{- raise_exception('unsupported chat role: ' + message['role']) -}}"
+        "{%- endif -%}"
+        "{{- '<|im_start|>' + role + '\\n' -}}"
+        "{%- if message['content'] is string -%}"
+        "{%- for control in controls if control in message['content'] -%}"
+        "{{- raise_exception('message text contains the control token ' + control + '; remove it') -}}"
+        "{%- endfor -%}"
+        "{{- message['content'] -}}"
+        "{%- else -%}"
+        "{%- for part in message['content'] -%}"
+        "{%- if part['type'] == 'video' -%}"
+        "{{- '" + VIDEO_TOKEN + "\\n' -}}"
+        "{%- elif part['type'] == 'text' -%}"
+        "{%- for control in controls if control in part['text'] -%}"
+        "{{- raise_exception('message text contains the control token ' + control + '; remove it') -}}"
+        "{%- endfor -%}"
+        "{{- part['text'] -}}"
+        "{%- else -%}"
+        "{{- raise_exception('unsupported content part: ' + part['type'] + '; LLaVA-Video takes text and video') -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- endif -%}"
+        "{{- '<|im_end|>\\n' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
+
+
+CHAT_TEMPLATE = chat_template(SPECIAL_TOKENS)
+
+
+def control_tokens(tokenizer: Any) -> list[str]:
+    """Every added token of a tokenizer: any of them typed in text would be matched as one token."""
+    return sorted({tok.content for tok in tokenizer.added_tokens_decoder.values()})
+
 
 _WORDS = {
     "colours": "red green blue yellow orange purple pink white black gray grey brown cyan magenta",

@@ -9,6 +9,7 @@ placeholder count and the model's packed embeddings come from one function.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,25 @@ class LlavaVideoDummyInputsBuilder(BaseDummyInputsBuilder[LlavaVideoProcessingIn
 
 
 class LlavaVideoMultiModalProcessor(BaseMultiModalProcessor[LlavaVideoProcessingInfo]):
+    def _maybe_apply_prompt_updates(self, mm_items: MultiModalDataItems, mm_res: Any) -> Any:
+        """Refuse a prompt whose `<video>` placeholders are not exactly one per video before expanding them.
+
+        vLLM expands one placeholder per video and would leave any extra `<video>` token in the prompt, where
+        it reads as a video position; extra ones can only come from text that was tokenized with special
+        tokens recognised, i.e. from a user. The chat template already refuses control tokens in message text
+        (videoqa.model.tokenizer.chat_template); this holds for raw completions prompts and token-id prompts
+        too.
+        """
+        video_token_id = self.info.get_hf_config().video_token_id
+        found = list(mm_res.prompt_ids).count(video_token_id)
+        videos = mm_items.get_all_counts().get("video", 0)
+        if found != videos:
+            raise ValueError(
+                f"the prompt has {found} <video> placeholders for {videos} video(s); it needs exactly one per "
+                "video (a <video> typed in text does not count: send videos as video_url parts)"
+            )
+        return super()._maybe_apply_prompt_updates(mm_items, mm_res)
+
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         cfg = self.info.get_hf_config()
         videos = [_as_frames(v) for v in hf_data.get("videos", [])]  # type: ignore[union-attr]

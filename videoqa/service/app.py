@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from videoqa.model.chat import ChatFormat
 from videoqa.model.engine import VideoQAEngine
 from videoqa.service import errors
 from videoqa.service.metrics import Metrics
+from videoqa.service.requests import RequestIdMiddleware
 from videoqa.service.routers import chat, files, health, jobs, video
 from videoqa.service.serving import VideoQAService
 from videoqa.service.settings import Settings
@@ -22,6 +24,7 @@ from videoqa.service.state import create_state
 from videoqa.video import DecodeLimits, DecodePool
 
 log = logging.getLogger("videoqa.service")
+access_log = logging.getLogger("videoqa.access")
 
 
 class BodyLimit:
@@ -66,20 +69,16 @@ class _TooLarge(Exception):
     pass
 
 
-def _make_engine(settings: Settings) -> tuple[VideoQAEngine, object | None]:
+def _make_engine(settings: Settings) -> tuple[VideoQAEngine, ChatFormat | None]:
+    """The engine, and the chat format when a local checkpoint has the tokenizer (split mode without `model`
+    gets it from the engine once that is up)."""
     if settings.engine_url:
         from videoqa.service.engine_client import RemoteEngine
 
-        tokenizer = None
-        if settings.model:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(settings.model)
-        return RemoteEngine(settings.engine_url), tokenizer
-    from transformers import AutoTokenizer
-
+        chat_format = ChatFormat.from_pretrained(settings.model) if settings.model else None
+        return RemoteEngine(settings.engine_url), chat_format
     engine = settings.local_engine()
-    return engine, AutoTokenizer.from_pretrained(engine.checkpoint)
+    return engine, ChatFormat.from_pretrained(engine.checkpoint)
 
 
 def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = None) -> FastAPI:
@@ -88,9 +87,9 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal engine
-        tokenizer = None
+        chat_format = None
         if engine is None:
-            engine, tokenizer = _make_engine(settings)
+            engine, chat_format = _make_engine(settings)
         state = create_state(settings.redis_url, settings.redis_namespace, settings.job_max_attempts)
         pool = DecodePool(
             settings.decode_workers,
@@ -102,13 +101,15 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
             ),
         )
         metrics = Metrics()
-        service = VideoQAService(settings, engine, state, pool, metrics, tokenizer)
+        service = VideoQAService(settings, engine, state, pool, metrics, chat_format)
         app.state.settings, app.state.engine, app.state.state = settings, engine, state
         app.state.metrics, app.state.service, app.state.engine_error = metrics, service, None
 
         async def start_engine() -> None:
             try:
                 await engine.start()
+                if service.chat_format is None:
+                    service.chat_format = ChatFormat(await engine.tokenizer())
                 log.info("engine ready: %s", engine.model_name)
             except Exception as err:  # keep serving /healthz and /readyz (which reports it)
                 log.exception("engine failed to start")
@@ -148,12 +149,16 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics = getattr(request.app.state, "metrics", None)
+        elapsed = time.perf_counter() - start
         if metrics is not None:
             metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-            metrics.latency.labels(path).observe(time.perf_counter() - start)
+            metrics.latency.labels(path).observe(elapsed)
+        fields = {"route": path, "method": request.method, "status": response.status_code, "seconds": elapsed}
+        access_log.info("%s %s %s %.3fs", request.method, path, response.status_code, elapsed, extra={"fields": fields})
         return response
 
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line of a request has its id
     return app
 
 

@@ -25,6 +25,7 @@ def serve(
     import uvicorn
 
     from videoqa.service.app import create_app
+    from videoqa.service.requests import configure_logging
     from videoqa.service.settings import Settings
 
     overrides = {
@@ -35,7 +36,7 @@ def serve(
         "redis_url": redis_url,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -40,6 +43,17 @@ class RemoteEngine:
         self.max_model_len = int(info["max_model_len"])
         self.config = LlavaVideoConfig.from_dict(info["config"])
         self._ready = True
+
+    async def tokenizer(self) -> Any:
+        """The engine's tokenizer, loaded from the files it serves (same chat template, same special tokens)."""
+        from transformers import AutoTokenizer
+
+        resp = await self._client.get("/internal/tokenizer")
+        resp.raise_for_status()
+        with tempfile.TemporaryDirectory(prefix="videoqa-tokenizer-") as tmp:
+            for name, text in resp.json().items():
+                (Path(tmp) / Path(name).name).write_text(text)
+            return await asyncio.to_thread(AutoTokenizer.from_pretrained, tmp)
 
     async def stop(self) -> None:
         self._ready = False

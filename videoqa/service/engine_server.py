@@ -20,7 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from videoqa.model.engine import GenerationRequest, LocalEngine
+from videoqa.model.engine import TOKENIZER_FILES, GenerationRequest, LocalEngine
 
 log = logging.getLogger("videoqa.engine")
 
@@ -76,6 +76,12 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
             "queue_depth": engine.queue_depth(),
             "ready": engine.ready(),
         }
+
+    @app.get("/internal/tokenizer")
+    async def tokenizer() -> dict[str, str]:
+        """The checkpoint's tokenizer files, so gateways render the same chat template without a local copy."""
+        files = (engine.checkpoint / name for name in TOKENIZER_FILES)
+        return {path.name: path.read_text() for path in files if path.is_file()}
 
     @app.post("/internal/generate")
     async def generate(request: Request) -> StreamingResponse:

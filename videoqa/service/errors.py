@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videoqa.model.layout import LayoutError
 from videoqa.service.fetch import FetchError
+from videoqa.service.requests import current_request_id
 from videoqa.service.state import StateUnavailableError
 from videoqa.video.errors import VideoError
 
@@ -23,6 +26,7 @@ class ErrorBody(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
+    request_id: str | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -56,22 +60,40 @@ _TYPES = {
 
 def error_response(status: int, message: str, code: str, param: str | None = None, headers=None) -> JSONResponse:
     body = ErrorResponse(
-        error=ErrorBody(message=message, type=_TYPES.get(status, "server_error"), param=param, code=code)
+        error=ErrorBody(
+            message=message,
+            type=_TYPES.get(status, "server_error"),
+            param=param,
+            code=code,
+            request_id=current_request_id(),
+        )
     )
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def validation_error(errors: Sequence[Any]) -> JSONResponse:
+    """A request that does not validate -> 400 naming the first bad field."""
+    first = errors[0] if errors else {}
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    if first.get("type") == "extra_forbidden":
+        message = f"unknown field {loc!r}: this server takes the fields listed in docs/service.md"
+        return error_response(400, message, "unknown_parameter", loc or None)
+    return error_response(
+        400, f"{loc or 'body'}: {first.get('msg', 'invalid request')}", "invalid_request", loc or None
+    )
 
 
 # Responses every /v1 route may give, for the OpenAPI schema.
 COMMON_ERRORS = {
     code: {"model": ErrorResponse, "description": desc}
     for code, desc in {
-        400: "Bad request (e.g. a URL that cannot be fetched)",
         401: "Missing or wrong API key",
         403: "URL points at a non-public address",
         404: "Unknown file, job or model",
         413: "Upload, body or video too large",
         415: "Not a video, or an unsupported container/codec",
-        422: "Invalid fields, undecodable video, or over the frame/token budget",
+        400: "Invalid or unsupported fields (param names the field), or over the frame/token budget",
+        422: "Undecodable video",
         429: "Rate limit exceeded (see Retry-After)",
         503: "Engine not ready or overloaded (see Retry-After)",
     }.items()
@@ -103,9 +125,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error_response(422, f"{loc}: {first.get('msg', 'invalid request')}", "invalid_request", loc or None)
+        # 400 with `param`, as OpenAI and vLLM answer (the SDK raises BadRequestError), not FastAPI's 422.
+        return validation_error(err.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from videoqa.model.chat import ChatFormat, Turn, video_question_text
 from videoqa.model.engine import GenerationChunk, GenerationRequest, VideoQAEngine
 from videoqa.model.layout import num_video_tokens
-from videoqa.model.prompt import chatml, video_user_turn
 from videoqa.service.errors import APIError
 from videoqa.service.fetch import FetchOptions, fetch_to_file
 from videoqa.service.metrics import Metrics
@@ -54,6 +54,12 @@ class Answer:
     finish_reason: str | None
     usage: Usage
     frames: Frames | None
+    prompt_token_ids: list[int] | None = None
+    """The prompt as the engine saw it (placeholders expanded)."""
+    logprobs: list[dict] | None = None
+    """OpenAI logprobs.content entries of the whole answer, when asked for."""
+    last: GenerationChunk | None = None
+    """The generation's final chunk (token counts)."""
 
 
 def _pack(frames: np.ndarray, timestamps: list[float], duration: float) -> bytes:
@@ -80,15 +86,18 @@ class VideoQAService:
         state: State,
         pool: DecodePool,
         metrics: Metrics,
-        tokenizer: Any | None = None,
+        chat_format: ChatFormat | None = None,
     ) -> None:
         self.settings, self.engine, self.state, self.pool, self.metrics = settings, engine, state, pool, metrics
-        self.tokenizer = tokenizer
+        self.chat_format = chat_format
+        """Set once the tokenizer is known (split mode without a local checkpoint: after the engine started)."""
         self.files_dir = settings.data_dir / "files"
         self.tmp_dir = settings.data_dir / "tmp"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.inflight = 0
+        self.started_at = int(time.time())
+        """When this gateway started: the `created` of the served model in /v1/models (stable across calls)."""
 
     # ---- files -------------------------------------------------------------------------------------
     def _file_path(self, file_id: str) -> Path:
@@ -174,7 +183,7 @@ class VideoQAService:
         cap = min(fields.max_frames or self.settings.max_frames, self.settings.max_frames)
         if fields.num_frames is not None and fields.fps is None and n > self.settings.max_frames:
             raise APIError(
-                422,
+                400,
                 f"num_frames {n} is over this server's limit of {self.settings.max_frames}",
                 "too_many_frames",
                 "num_frames",
@@ -190,29 +199,40 @@ class VideoQAService:
     def planned_frames(self, meta: dict[str, Any], spec: SamplingSpec) -> int:
         return len(target_times(self.video_info(meta), spec)[0])
 
-    def count_text_tokens(self, prompt: str) -> int:
-        if self.tokenizer is not None:
-            return len(self.tokenizer(prompt)["input_ids"])
-        return len(prompt.encode()) // 3 + 32  # split mode without a local tokenizer: a generous estimate
+    def room(self, prompt_ids: list[int], visual: int) -> int:
+        """Tokens left for the answer in the context after this prompt (OpenAI's default max_tokens)."""
+        text = len(prompt_ids) - prompt_ids.count(self.chat.video_token_id)
+        return max(self.engine.max_model_len - text - visual, 1)
 
-    def check_budget(self, num_frames: int, prompt: str, max_tokens: int) -> int:
+    @property
+    def chat(self) -> ChatFormat:
+        if self.chat_format is None:  # admit() refuses before the engine (and so the tokenizer) is ready
+            raise APIError(503, "the engine is still loading; retry shortly", "engine_not_ready")
+        return self.chat_format
+
+    def check_budget(self, num_frames: int, prompt_ids: list[int], max_tokens: int) -> int:
         """Refuse, before any decoding or engine work, a request whose tokens cannot fit the context."""
         cfg = self.engine.config
-        visual = num_video_tokens(cfg.layout, num_frames, cfg.grid)
-        text = self.count_text_tokens(prompt)
+        visual = num_video_tokens(cfg.layout, num_frames, cfg.grid) if num_frames else 0
+        text = len(prompt_ids) - prompt_ids.count(self.chat.video_token_id)
         total = visual + text + max_tokens
         if total > self.engine.max_model_len:
             fit = self.engine.max_model_len - text - max_tokens
-            raise APIError(
-                422,
-                f"{num_frames} frames make {visual} visual tokens; with {text} prompt tokens and max_tokens "
-                f"{max_tokens} that is {total} tokens, over the model's context of {self.engine.max_model_len}. "
-                f"Ask for fewer frames (visual budget left: {max(fit, 0)} tokens) or a smaller max_tokens.",
-                "context_length_exceeded",
-                "num_frames",
+            fix = (
+                f"Ask for fewer frames (visual budget left: {max(fit, 0)} tokens) or a smaller max_tokens."
+                if num_frames
+                else "Shorten the messages or ask for a smaller max_tokens."
             )
-        self.metrics.frames.observe(num_frames)
-        self.metrics.visual_tokens.observe(visual)
+            raise APIError(
+                400,
+                f"{num_frames} frames make {visual} visual tokens; with {text} prompt tokens and max_tokens "
+                f"{max_tokens} that is {total} tokens, over the model's context of {self.engine.max_model_len}. " + fix,
+                "context_length_exceeded",
+                "num_frames" if num_frames else "messages",
+            )
+        if num_frames:
+            self.metrics.frames.observe(num_frames)
+            self.metrics.visual_tokens.observe(visual)
         return visual
 
     @staticmethod
@@ -241,7 +261,7 @@ class VideoQAService:
     def admit(self) -> Slot:
         """Backpressure: reserve an in-flight slot now, or refuse (503 + Retry-After) rather than queue
         without bound. The caller releases the slot when the request (or its stream) ends."""
-        if not self.engine.ready():
+        if not self.engine.ready() or self.chat_format is None:
             raise APIError(
                 503, "the engine is still loading; retry shortly", "engine_not_ready", headers={"Retry-After": "5"}
             )
@@ -279,48 +299,58 @@ class VideoQAService:
         self,
         source: VideoSource | None,
         sampling: SamplingFields,
-        messages: list[tuple[str, str]],
-        system: str | None,
+        turns: list[Turn],
         max_tokens: int,
-        question_index: int | None = None,
-    ) -> tuple[str, Frames | None, int]:
-        """Build the prompt for a conversation; the video (if any) goes into turn `question_index`."""
-        frames: Frames | None = None
-        visual = 0
+        video_turn: int | None = None,
+    ) -> tuple[list[int], Frames | None, int]:
+        """Prompt token ids for a conversation; the video (if any) opens turn `video_turn` (default: the last),
+        followed by the time instruction with the real timestamps."""
+        turns = list(turns)
+        idx = video_turn if video_turn is not None else len(turns) - 1
         if source is not None:
             path, meta = await self.resolve(source)
             spec = self.spec(sampling)
             planned = self.planned_frames(meta, spec)
+            question = turns[idx].text
             # Budget check first, with placeholder timestamps of the planned length.
-            draft = list(messages)
-            idx = question_index if question_index is not None else len(draft) - 1
-            draft[idx] = ("user", video_user_turn(draft[idx][1], meta["duration"], [0.0] * planned))
-            visual = self.check_budget(planned, chatml(draft, system=system), max_tokens)
+            turns[idx] = Turn("user", video_question_text(question, meta["duration"], [0.0] * planned), video=True)
+            visual = self.check_budget(planned, self.chat.prompt_ids(turns), max_tokens)
             frames = await self.frames(path, meta["id"], spec, self.video_info(meta))
-            messages = list(messages)
-            messages[idx] = ("user", video_user_turn(messages[idx][1], frames.duration, frames.timestamps))
-        return chatml(messages, system=system), frames, visual
+            turns[idx] = Turn("user", video_question_text(question, frames.duration, frames.timestamps), video=True)
+            return self.chat.prompt_ids(turns), frames, visual
+        ids = self.chat.prompt_ids(turns)
+        self.check_budget(0, ids, max_tokens)
+        return ids, None, 0
 
     async def complete(self, req: GenerationRequest, frames: Frames | None, visual: int) -> Answer:
         last: GenerationChunk | None = None
+        prompt_ids: list[int] | None = None
+        logprobs: list[dict] | None = [] if req.logprobs is not None else None
         async with contextlib.aclosing(self.stream(req)) as chunks:
             async for chunk in chunks:
                 last = chunk
+                prompt_ids = prompt_ids or chunk.prompt_token_ids
+                if logprobs is not None:
+                    logprobs.extend(chunk.logprobs or [])
         assert last is not None
         usage = Usage.of(last, visual)
-        return Answer(last.text, last.finish_reason, usage, frames)
+        return Answer(last.text, last.finish_reason, usage, frames, prompt_ids, logprobs, last)
 
     async def ask(self, source: VideoSource, question: str, sampling: SamplingFields, gen: Any) -> Answer:
         """One question about one video (REST QA, captions and jobs)."""
         with self.admit():
-            prompt, frames, visual = await self.prepare(source, sampling, [("user", question)], None, gen.max_tokens)
+            prompt, frames, visual = await self.prepare(source, sampling, [Turn("user", question)], gen.max_tokens)
             req = GenerationRequest(
                 prompt=prompt,
                 frames=frames.frames if frames else None,
                 max_tokens=gen.max_tokens,
                 temperature=gen.temperature,
                 top_p=gen.top_p,
+                top_k=gen.top_k,
+                presence_penalty=gen.presence_penalty,
+                frequency_penalty=gen.frequency_penalty,
                 seed=gen.seed,
+                stop=list(gen.stop),
             )
             return await self.complete(req, frames, visual)
 

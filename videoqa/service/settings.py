@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     """Interface to bind."""
     port: int = 8000
     """Port to bind."""
+    log_format: Literal["text", "json"] = "text"
+    """text: readable lines for development; json: one JSON object per line (with the request id)."""
     api_keys: str = ""
     """Comma-separated API keys accepted as `Authorization: Bearer KEY`; empty = no auth."""
     max_upload_bytes: int = 1024**3

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from videoqa.model.chat import ChatFormat, Turn, video_question_text
 from videoqa.model.layout import VideoLayout, num_video_tokens
-from videoqa.model.prompt import IMAGE_TAG, SYSTEM_PROMPT, VIDEO_TOKEN, expand_video_placeholders, time_instruction
+from videoqa.model.prompt import IMAGE_TAG, expand_video_placeholders
 from videoqa.video import SamplingSpec, sample_frames
 
 IGNORE = -100
@@ -60,6 +61,24 @@ class Example:
     record_id: str
 
 
+def record_turns(record: dict[str, Any], duration: float, timestamps: list[float]) -> list[Turn]:
+    """A 178K record's conversation as chat turns: the `<image>` tag of the human turn becomes the video
+    placeholder, followed by the time instruction (LLaVA-NeXT train.py); every text is kept as plain text."""
+    turns: list[Turn] = []
+    for turn in record["conversations"]:
+        value = turn["value"]
+        if turn["from"] != "human":
+            turns.append(Turn("assistant", value))
+        elif IMAGE_TAG in value:  # "<image>\n{question}" -> <video> "\n{time instruction}\n{question}"
+            question = (
+                value.replace(f"{IMAGE_TAG}\n", "", 1) if f"{IMAGE_TAG}\n" in value else value.replace(IMAGE_TAG, "", 1)
+            )
+            turns.append(Turn("user", video_question_text(question, duration, timestamps), video=True))
+        else:
+            turns.append(Turn("user", value))
+    return turns
+
+
 def build_example(
     record: dict[str, Any],
     frames: np.ndarray,
@@ -70,26 +89,12 @@ def build_example(
     grid: int,
     video_token_id: int,
 ) -> tuple[list[int], list[int]]:
-    """Token ids and labels for one record: ChatML, the time instruction in the first human turn, labels only on
-    the assistant's answers (and their <|im_end|>)."""
-    ids: list[int] = []
-    labels: list[int] = []
-
-    def add(text: str, learn: bool) -> None:
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids.extend(piece)
-        labels.extend(piece if learn else [IGNORE] * len(piece))
-
-    add(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n", False)
-    for turn in record["conversations"]:
-        if turn["from"] == "human":
-            value = turn["value"]
-            if IMAGE_TAG in value:  # "<image>\n{question}" -> "<video>\n{time instruction}\n{question}"
-                value = value.replace(IMAGE_TAG, f"{VIDEO_TOKEN}\n{time_instruction(duration, timestamps)}", 1)
-            add(f"<|im_start|>user\n{value}<|im_end|>\n<|im_start|>assistant\n", False)
-        else:
-            add(f"{turn['value']}<|im_end|>", True)
-            add("\n", False)
+    """Token ids and labels for one record, rendered by the checkpoint's chat template (videoqa.model.chat):
+    the time instruction in the first human turn, labels only on the assistant's answers (and their
+    <|im_end|>). Text from the record (possibly written by a synth teacher) never becomes control tokens."""
+    encoded = ChatFormat(tokenizer).render(record_turns(record, duration, timestamps), add_generation_prompt=False)
+    ids = encoded.input_ids
+    labels = [t if learn else IGNORE for t, learn in zip(ids, encoded.assistant_mask, strict=True)]
     count = num_video_tokens(layout, len(frames), grid)
     expanded = expand_video_placeholders(ids, video_token_id, [count])
     pos = ids.index(video_token_id)

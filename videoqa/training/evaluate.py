@@ -74,8 +74,8 @@ async def evaluate_engine(
 
     from tqdm import tqdm
 
+    from videoqa.model.chat import ChatFormat
     from videoqa.model.engine import GenerationRequest, LocalEngine
-    from videoqa.model.prompt import video_question_prompt
     from videoqa.video import sample_frames
 
     records, root = load_records(resolve_data(data))
@@ -84,6 +84,7 @@ async def evaluate_engine(
     oe = oe[:max_open_ended]
     engine = LocalEngine(checkpoint, dtype="float32", max_model_len=4096, max_num_seqs=concurrency, kv_cache_gib=1)
     cfg = engine.config
+    chat = ChatFormat.from_pretrained(checkpoint)
     n = num_frames or cfg.num_frames or cfg.max_frames
     spec = SamplingSpec(num_frames=n, policy="exact", size=(cfg.image_size, cfg.image_size))
     decoding: dict[Path, asyncio.Future] = {}
@@ -102,7 +103,7 @@ async def evaluate_engine(
         async with gate:
             got = await frames_of(record)
             req = GenerationRequest(
-                prompt=video_question_prompt(_question(record), got.duration, got.timestamps),
+                prompt=chat.video_question(_question(record), got.duration, got.timestamps),
                 frames=got.frames,
                 max_tokens=max_tokens,
                 temperature=0.0,
@@ -113,22 +114,17 @@ async def evaluate_engine(
             bar.update(1)
             return text
 
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-
     async def by_likelihood(record: dict) -> int:
         """Index of the option whose text the model finds likeliest as the start of its open-ended answer."""
         question, _, options = _question(record).partition("\nOptions:\n")
         texts = [line.split(". ", 1)[1] for line in options.splitlines() if ". " in line]
         async with gate:
             got = await frames_of(record)
-            prompt = video_question_prompt(question, got.duration, got.timestamps)
-            base = len(tokenizer(prompt)["input_ids"])
+            prompt = chat.video_question(question, got.duration, got.timestamps)
             scores = []
             for text in texts:
-                full = prompt + text[0].upper() + text[1:] + "."
-                scores.append(await engine.score(full, got.frames, len(tokenizer(full)["input_ids"]) - base))
+                answer = chat.encode_text(text[0].upper() + text[1:] + ".")
+                scores.append(await engine.score(prompt + answer, got.frames, len(answer)))
         return int(np.argmax(scores))
 
     await engine.start()

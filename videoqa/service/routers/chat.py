@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,32 +14,37 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from videoqa.model.engine import GenerationRequest
-from videoqa.model.prompt import SYSTEM_PROMPT
+from videoqa.model.chat import Turn
+from videoqa.model.engine import GenerationChunk, GenerationRequest
 from videoqa.service.deps import get_service, rate_limit
 from videoqa.service.errors import COMMON_ERRORS, APIError
 from videoqa.service.protocol import (
+    REFUSED_CHAT_FIELDS,
     ChatChoice,
     ChatChoiceMessage,
     ChatCompletion,
     ChatCompletionRequest,
+    ChoiceLogprobs,
     ModelCard,
     ModelList,
     Usage,
     VideoSource,
 )
-from videoqa.service.serving import Slot, VideoQAService, cancel_on_disconnect
+from videoqa.service.requests import request_id
+from videoqa.service.serving import Frames, Slot, VideoQAService, cancel_on_disconnect
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(rate_limit)], responses=COMMON_ERRORS)
 
 
-def _flatten(body: ChatCompletionRequest) -> tuple[list[tuple[str, str]], str | None, VideoSource | None, int | None]:
-    """Messages -> (role, text) turns, the system prompt, the one video, and the turn that carries it.
+def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | None, int | None]:
+    """Messages -> chat turns (text kept as plain text, whatever it contains), the one video, and the turn that
+    carries it.
 
     A video_url part's url may be https://..., data:video/...;base64,..., or videoqa://files/<file id>.
     """
-    turns: list[tuple[str, str]] = []
-    system: str | None = None
+    turns: list[Turn] = []
     video: VideoSource | None = None
     video_turn: int | None = None
     for i, msg in enumerate(body.messages):
@@ -50,28 +58,71 @@ def _flatten(body: ChatCompletionRequest) -> tuple[list[tuple[str, str]], str | 
                 url = (part.get("video_url") or {}).get("url") if isinstance(part.get("video_url"), dict) else None
                 if not url:
                     raise APIError(
-                        422, f"messages[{i}]: a video_url part needs video_url.url", "invalid_video_url", "messages"
+                        400, f"messages[{i}]: a video_url part needs video_url.url", "invalid_video_url", "messages"
                     )
                 if video is not None:
-                    raise APIError(422, "this model takes one video per conversation", "too_many_videos", "messages")
+                    raise APIError(400, "this model takes one video per conversation", "too_many_videos", "messages")
                 if msg.role != "user":
-                    raise APIError(422, "videos go in user messages", "invalid_video_url", "messages")
+                    raise APIError(400, "videos go in user messages", "invalid_video_url", "messages")
                 video, video_turn = VideoSource(video_url=url), len(turns)
             else:
                 raise APIError(
-                    422,
+                    400,
                     f"messages[{i}]: unsupported content part type {kind!r}; use text or video_url",
                     "unsupported_content",
                     "messages",
                 )
-        text = "\n".join(texts)
-        if msg.role == "system":
-            system = text
-        else:
-            turns.append((msg.role, text))
-    if not turns or turns[-1][0] != "user":
-        raise APIError(422, "the last message must come from the user", "invalid_messages", "messages")
-    return turns, system, video, video_turn
+        turns.append(Turn(msg.role, "\n".join(texts)))
+    if turns[-1].role != "user":
+        raise APIError(400, "the last message must come from the user", "invalid_messages", "messages")
+    return turns, video, video_turn
+
+
+def _refuse_unsupported(body: ChatCompletionRequest) -> None:
+    """400 naming each OpenAI field the model cannot honour (never silently dropped)."""
+    for name, why in REFUSED_CHAT_FIELDS.items():
+        if getattr(body, name) is not None:
+            raise APIError(400, f"{name} is not supported: {why}", "unsupported_parameter", name)
+    if body.store:
+        raise APIError(
+            400, "store is not supported: this server does not store completions", "unsupported_parameter", "store"
+        )
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", "invalid_request", "top_logprobs")
+
+
+def _generation(
+    body: ChatCompletionRequest, prompt: list[int], frames: Frames | None, max_tokens: int
+) -> GenerationRequest:
+    fmt = body.response_format
+    return GenerationRequest(
+        prompt=prompt,
+        frames=frames.frames if frames else None,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        seed=body.seed,
+        stop=[body.stop] if isinstance(body.stop, str) else (body.stop or []),
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        json_object=fmt is not None and fmt.type == "json_object",
+        json_schema=fmt.json_schema.json_schema if fmt is not None and fmt.json_schema is not None else None,
+    )
+
+
+def _choices(body: ChatCompletionRequest, base: GenerationRequest) -> list[GenerationRequest]:
+    """n choices as n engine requests on the same prompt (the prefix cache shares its work); with a seed,
+    choice i samples with seed + i so the choices differ and stay reproducible."""
+    if body.n == 1:
+        return [base]
+    return [
+        dataclasses.replace(
+            base, request_id=f"{base.request_id}-{i}", seed=None if base.seed is None else base.seed + i
+        )
+        for i in range(body.n)
+    ]
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, summary="OpenAI-compatible chat with video")
@@ -83,32 +134,34 @@ async def chat(body: ChatCompletionRequest, request: Request, service: VideoQASe
             "model_not_found",
             "model",
         )
-    turns, system, video, video_turn = _flatten(body)
-    max_tokens = body.max_completion_tokens or body.max_tokens or 256
-    slot = service.admit()  # held until the answer (or the whole stream) is done
+    _refuse_unsupported(body)
+    turns, video, video_turn = _flatten(body)
+    asked = body.max_completion_tokens or body.max_tokens
+    slot = service.admit()  # held until the answers (or the whole stream) are done
     try:
-        prompt, frames, visual = await service.prepare(
-            video, body, turns, system or SYSTEM_PROMPT, max_tokens, video_turn
-        )
-        stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
-        req = GenerationRequest(
-            prompt=prompt,
-            frames=frames.frames if frames else None,
-            max_tokens=max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=body.seed,
-            stop=stop,
-        )
+        prompt, frames, visual = await service.prepare(video, body, turns, asked or 1, video_turn)
+        # OpenAI's default: no cap below the context, so the answer may use all the room the prompt leaves.
+        max_tokens = asked or service.room(prompt, visual)
+        reqs = _choices(body, _generation(body, prompt, frames, max_tokens))
         model = service.engine.model_name
         if not body.stream:
             with slot:
-                answer = await cancel_on_disconnect(request, service.complete(req, frames, visual))
+                answers = await cancel_on_disconnect(
+                    request, asyncio.gather(*(service.complete(r, frames, visual) for r in reqs))
+                )
+            first = answers[0]
             return ChatCompletion(
                 model=model,
-                usage=answer.usage,
+                usage=Usage.of(first.last, visual, sum(a.usage.completion_tokens for a in answers)),
+                prompt_token_ids=first.prompt_token_ids if body.return_token_ids else None,
                 choices=[
-                    ChatChoice(message=ChatChoiceMessage(content=answer.text), finish_reason=answer.finish_reason)
+                    ChatChoice(
+                        index=i,
+                        message=ChatChoiceMessage(content=a.text),
+                        finish_reason=a.finish_reason,
+                        logprobs=ChoiceLogprobs(content=a.logprobs) if body.logprobs else None,
+                    )
+                    for i, a in enumerate(answers)
                 ],
             )
     except BaseException:
@@ -116,50 +169,115 @@ async def chat(body: ChatCompletionRequest, request: Request, service: VideoQASe
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _sse(service, slot, req, model, visual, include_usage),
+        _sse(service, slot, reqs, model, visual, include_usage, bool(body.return_token_ids), request_id(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _sse(
-    service: VideoQAService, slot: Slot, req: GenerationRequest, model: str, visual: int, include_usage: bool
+    service: VideoQAService,
+    slot: Slot,
+    reqs: list[GenerationRequest],
+    model: str,
+    visual: int,
+    include_usage: bool,
+    return_token_ids: bool,
+    rid: str,
 ) -> AsyncIterator[str]:
     with slot:
-        async for event in _events(service, req, model, visual, include_usage):
+        async for event in _events(service, reqs, model, visual, include_usage, return_token_ids, rid):
             yield event
 
 
+async def _merged(service: VideoQAService, reqs: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """The chunks of n concurrent generations, tagged with their choice index, as they come."""
+    if len(reqs) == 1:
+        async with contextlib.aclosing(service.stream(reqs[0])) as chunks:
+            async for chunk in chunks:
+                yield 0, chunk
+        return
+    queue: asyncio.Queue[tuple[int, GenerationChunk | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, req: GenerationRequest) -> None:
+        try:
+            async with contextlib.aclosing(service.stream(req)) as chunks:
+                async for chunk in chunks:
+                    await queue.put((i, chunk))
+            await queue.put((i, None))
+        except Exception as err:
+            await queue.put((i, err))
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(reqs)]
+    try:
+        running = len(tasks)
+        while running:
+            i, item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:  # client gone or a failure: cancelling the pumps aborts their engine requests
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _events(
-    service: VideoQAService, req: GenerationRequest, model: str, visual: int, include_usage: bool
+    service: VideoQAService,
+    reqs: list[GenerationRequest],
+    model: str,
+    visual: int,
+    include_usage: bool,
+    return_token_ids: bool,
+    rid: str,
 ) -> AsyncIterator[str]:
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    want_logprobs = reqs[0].logprobs is not None
 
-    def event(delta: dict, finish: str | None, usage: dict | None = None, choices: bool = True) -> str:
-        payload = {
+    def event(choices: list[dict], usage: dict | None = None, **extra: object) -> str:
+        payload: dict[str, object] = {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else [],
+            "choices": choices,
         }
         if usage is not None:
             payload["usage"] = usage
-        return f"data: {json.dumps(payload)}\n\n"
+        return f"data: {json.dumps(payload | extra)}\n\n"
 
-    yield event({"role": "assistant", "content": ""}, None)
-    last = None
-    # Closing this generator (client gone) closes the engine stream at once, which aborts the request in vLLM.
-    async with contextlib.aclosing(service.stream(req)) as chunks:
-        async for chunk in chunks:
-            last = chunk
-            if chunk.delta or chunk.finished:
-                yield event(
-                    {"content": chunk.delta} if chunk.delta else {}, chunk.finish_reason if chunk.finished else None
-                )
-    if include_usage and last is not None:
-        usage = Usage.of(last, visual)
-        yield event({}, None, usage.model_dump(), choices=False)
+    def choice(i: int, delta: dict, finish: str | None, logprobs: list | None = None) -> dict:
+        out: dict[str, object] = {"index": i, "delta": delta, "finish_reason": finish}
+        if want_logprobs:
+            out["logprobs"] = {"content": logprobs or [], "refusal": None}
+        return out
+
+    last: dict[int, GenerationChunk] = {}
+    try:
+        # Closing this generator (client gone) closes the engine streams at once, which aborts them in vLLM.
+        async with contextlib.aclosing(_merged(service, reqs)) as chunks:
+            async for i, chunk in chunks:
+                if i not in last:  # the role chunk, with the prompt ids on request (as vLLM's first chunk)
+                    ids = {"prompt_token_ids": chunk.prompt_token_ids} if return_token_ids and not last else {}
+                    yield event([choice(i, {"role": "assistant", "content": ""}, None)], **ids)
+                last[i] = chunk
+                if chunk.delta or chunk.finished:
+                    delta = {"content": chunk.delta} if chunk.delta else {}
+                    finish = chunk.finish_reason if chunk.finished else None
+                    yield event([choice(i, delta, finish, chunk.logprobs)])
+    except Exception as err:  # the engine failed mid-stream: say so in the stream before closing it
+        log.exception("stream failed")
+        error = {"message": f"the generation failed: {err}", "type": "server_error", "param": None}
+        yield f"data: {json.dumps({'error': error | {'code': 'engine_error', 'request_id': rid}})}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    if include_usage and last:
+        first = last[min(last)]
+        usage = Usage.of(first, visual, sum(c.completion_tokens for c in last.values()))
+        yield event([], usage.model_dump())
     yield "data: [DONE]\n\n"
 
 
@@ -170,7 +288,7 @@ async def models(service: VideoQAService = Depends(get_service)) -> ModelList:
         data=[
             ModelCard(
                 id=service.engine.model_name,
-                created=int(time.time()),
+                created=service.started_at,
                 max_model_len=service.engine.max_model_len,
                 max_frames=cfg.max_frames,
                 video_layout=cfg.video_layout,

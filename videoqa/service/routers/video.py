@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from videoqa.service.deps import get_service, rate_limit
@@ -39,7 +40,7 @@ _QA_BODY = {
 }
 
 
-def _response(answer: Answer, model: str) -> QAResponse:
+def _response(answer: Answer, model: str, return_token_ids: bool = False) -> QAResponse:
     frames = answer.frames
     assert frames is not None
     return QAResponse(
@@ -51,6 +52,7 @@ def _response(answer: Answer, model: str) -> QAResponse:
         usage=answer.usage,
         model=model,
         cache_hit=frames.cache_hit,
+        prompt_token_ids=answer.prompt_token_ids if return_token_ids else None,
     )
 
 
@@ -59,7 +61,7 @@ async def _parse_qa(request: Request, service: VideoQAService) -> QARequest:
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise APIError(422, "multipart QA needs a 'file' field with the video", "missing_file", "file")
+            raise APIError(400, "multipart QA needs a 'file' field with the video", "missing_file", "file")
         obj = await service.save_upload(upload)
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
         data: dict = {"file_id": obj.id, **fields}
@@ -71,19 +73,17 @@ async def _parse_qa(request: Request, service: VideoQAService) -> QARequest:
     try:
         return QARequest.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or None
-        raise APIError(422, f"{loc or 'body'}: {first['msg']}", "invalid_request", loc) from err
+        raise RequestValidationError(err.errors()) from err
 
 
 @router.post("/qa", response_model=QAResponse, summary="Answer a question about a video", openapi_extra=_QA_BODY)
 async def qa(request: Request, service: VideoQAService = Depends(get_service)) -> QAResponse:
     body = await _parse_qa(request, service)
     answer = await cancel_on_disconnect(request, service.ask(body, body.question, body, body))
-    return _response(answer, service.engine.model_name)
+    return _response(answer, service.engine.model_name, body.return_token_ids)
 
 
 @router.post("/caption", response_model=QAResponse, summary="Describe a video in detail")
 async def caption(body: CaptionRequest, request: Request, service: VideoQAService = Depends(get_service)) -> QAResponse:
     answer = await cancel_on_disconnect(request, service.ask(body, body.prompt or CAPTION_PROMPT, body, body))
-    return _response(answer, service.engine.model_name)
+    return _response(answer, service.engine.model_name, body.return_token_ids)
