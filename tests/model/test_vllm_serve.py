@@ -46,7 +46,7 @@ def test_vllm_openai_server_answers_a_video_chat(tiny_checkpoint, tmp_path) -> N
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", 240, proc)
+        wait_http(f"http://127.0.0.1:{port}/v1/models", 900, proc)
         video = make_test_video(tmp_path / "clip.mp4", seconds=3, fps=8)
         data = base64.b64encode(video.read_bytes()).decode()
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=120)

@@ -122,7 +122,7 @@ def engine_url(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/internal/health", 240, proc)
+        wait_http(f"{url}/internal/health", 900, proc)  # generous: CI machines may be shared
         yield url
     finally:
         stop_process(proc)
@@ -164,7 +164,7 @@ def start_gateway(engine_url: str, tiny_checkpoint: Path, tmp_path_factory) -> I
         gw = Gateway(proc, f"http://127.0.0.1:{port}", log)
         started.append(gw)
         try:
-            wait_http(f"{gw.url}/readyz", 120, proc)
+            wait_http(f"{gw.url}/readyz", 300, proc)
         except Exception:
             raise RuntimeError(f"gateway failed to start:\n{log.read_text()[-3000:]}") from None
         return gw

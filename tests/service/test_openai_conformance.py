@@ -3,12 +3,16 @@ OpenAI documents it; each refused field is a 400 naming it; errors have OpenAI's
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 
 import httpx
+import numpy as np
 import openai
 import pytest
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +208,19 @@ def _wait_for(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def test_image_url_parts_are_one_frame_videos(client, model) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What colour?"}]
+    out = _ask(client, model, messages=[{"role": "user", "content": content}], max_tokens=2, temperature=0)
+    assert out.usage.visual_tokens == 20  # one frame: 4x4 pooled tokens + 4 row newlines (tiny layout)
+    not_image = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "text", "text": "?"},
+    ]
+    with pytest.raises(openai.APIStatusError) as err:
+        _ask(client, model, messages=[{"role": "user", "content": not_image}], max_tokens=2)
+    assert err.value.status_code == 415

@@ -257,6 +257,22 @@ class VideoQAService:
             await self.state.cache_set(key, packed, self.settings.frame_cache_ttl_s)
         return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)
 
+    async def image_frames(self, url: str) -> Frames:
+        """Fetch an image (https or data: URL, same fetch rules as videos) and decode it as one frame."""
+        opts = FetchOptions(
+            max_bytes=self.settings.fetch_max_bytes,
+            total_timeout_s=self.settings.fetch_timeout_s,
+            allow_domains=list(self.settings.fetch_allow_domains),
+            allow_cidrs=list(self.settings.fetch_allow_cidrs),
+        )
+        result = await fetch_to_file(url, self.tmp_dir / uuid.uuid4().hex, opts)
+        try:
+            cfg = self.engine.config
+            got = await self.pool.image(result.path, SamplingSpec(num_frames=1, size=(cfg.image_size, cfg.image_size)))
+        finally:
+            result.path.unlink(missing_ok=True)
+        return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)
+
     # ---- generation --------------------------------------------------------------------------------
     def admit(self) -> Slot:
         """Backpressure: reserve an in-flight slot now, or refuse (503 + Retry-After) rather than queue
@@ -302,11 +318,20 @@ class VideoQAService:
         turns: list[Turn],
         max_tokens: int,
         video_turn: int | None = None,
+        image: bool = False,
     ) -> tuple[list[int], Frames | None, int]:
         """Prompt token ids for a conversation; the video (if any) opens turn `video_turn` (default: the last),
-        followed by the time instruction with the real timestamps."""
+        followed by the time instruction with the real timestamps. With `image` the source is a still image,
+        given to the model as a one-frame video (no time instruction)."""
         turns = list(turns)
         idx = video_turn if video_turn is not None else len(turns) - 1
+        if source is not None and image:
+            assert source.video_url is not None
+            turns[idx] = Turn("user", turns[idx].text, video=True)
+            ids = self.chat.prompt_ids(turns)
+            visual = self.check_budget(1, ids, max_tokens)
+            frames = await self.image_frames(source.video_url)
+            return ids, frames, visual
         if source is not None:
             path, meta = await self.resolve(source)
             spec = self.spec(sampling)

@@ -1,7 +1,8 @@
 """Animated WebP as a video: FFmpeg (PyAV) decodes only still WebP, so animated ones are read with Pillow,
 under the same limits and sampling policy as every other video (animated GIF goes through PyAV itself).
 
-A still WebP is refused like any other image: the video endpoints take videos.
+A still WebP is refused like any other image on the video endpoints; `image_as_video` is for chat `image_url`
+parts, where an image is asked for.
 """
 
 from __future__ import annotations
@@ -137,3 +138,45 @@ def sample(path: str | Path, spec: SamplingSpec, limits: DecodeLimits) -> Sample
     return SampledVideo(
         frames=np.stack(frames), timestamps=stamps, duration=info.duration, info=info, timings={"total_s": total}
     )
+
+
+def image_as_video(path: str | Path, spec: SamplingSpec, limits: DecodeLimits) -> SampledVideo:
+    """A still image (PNG, JPEG, WebP, GIF...) as a one-frame video at t=0, for chat `image_url` parts: for
+    LLaVA-Video an image is a video of one frame. Same byte and pixel limits as videos."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise VideoTooLargeError(f"the image has {size} bytes, over the limit of {limits.max_bytes}")
+    try:
+        image = Image.open(path)
+    except (UnidentifiedImageError, OSError) as err:
+        raise UnsupportedFormatError(f"not an image Pillow can read: {err}") from err
+    with image:
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise VideoTooLargeError(
+                f"the image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
+            )
+        try:
+            rgb = image.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise CorruptVideoError(f"the image could not be decoded: {err}") from err
+    if spec.size is not None:
+        rgb = rgb.resize(spec.size, Image.Resampling.BICUBIC)
+    info = VideoInfo(
+        container=image.format or "image",
+        codec=(image.format or "image").lower(),
+        width=width,
+        height=height,
+        fps=1.0,
+        duration=0.0,
+        num_frames=1,
+        bytes=size,
+        rotation=0,
+        has_audio=False,
+        keyframes=[0.0],
+        start_time=0.0,
+    )
+    return SampledVideo(frames=np.asarray(rgb, dtype=np.uint8)[None], timestamps=[0.0], duration=0.0, info=info)

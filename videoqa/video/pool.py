@@ -18,6 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from videoqa.video.animated import image_as_video
 from videoqa.video.errors import DecoderCrashedError, DecodeTimeoutError, VideoTooLargeError
 from videoqa.video.sampler import merge, plan, probe, sample_frames, sample_part, split
 from videoqa.video.types import DecodeLimits, SampledVideo, SamplingSpec, VideoInfo
@@ -144,6 +145,10 @@ class DecodePool:
             },
             keyframe_hits=sum(hits),
         )
+
+    async def image(self, path: str | os.PathLike, spec: SamplingSpec) -> SampledVideo:
+        """A still image as a one-frame video (chat image_url parts)."""
+        return await self._run(image_as_video, str(path), spec, self.limits)
 
     def close(self) -> None:
         with self._lock:

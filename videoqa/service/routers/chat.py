@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(rate_limit)], responses=COMMON_ERRORS)
 
 
-def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | None, int | None]:
+def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | None, int | None, bool]:
     """Messages -> chat turns (text kept as plain text, whatever it contains), the one video, and the turn that
     carries it.
 
@@ -47,6 +47,7 @@ def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | Non
     turns: list[Turn] = []
     video: VideoSource | None = None
     video_turn: int | None = None
+    image = False
     for i, msg in enumerate(body.messages):
         parts = msg.content if isinstance(msg.content, list) else [{"type": "text", "text": msg.content or ""}]
         texts: list[str] = []
@@ -54,12 +55,12 @@ def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | Non
             kind = part.get("type")
             if kind == "text":
                 texts.append(str(part.get("text", "")))
-            elif kind == "video_url":
-                url = (part.get("video_url") or {}).get("url") if isinstance(part.get("video_url"), dict) else None
+            elif kind in ("video_url", "image_url"):
+                # An image is a one-frame video for LLaVA-Video; either way one visual input per conversation.
+                url = (part.get(kind) or {}).get("url") if isinstance(part.get(kind), dict) else None
                 if not url:
-                    raise APIError(
-                        400, f"messages[{i}]: a video_url part needs video_url.url", "invalid_video_url", "messages"
-                    )
+                    raise APIError(400, f"messages[{i}]: a {kind} part needs {kind}.url", f"invalid_{kind}", "messages")
+                image = kind == "image_url"
                 if video is not None:
                     raise APIError(400, "this model takes one video per conversation", "too_many_videos", "messages")
                 if msg.role != "user":
@@ -68,14 +69,14 @@ def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | Non
             else:
                 raise APIError(
                     400,
-                    f"messages[{i}]: unsupported content part type {kind!r}; use text or video_url",
+                    f"messages[{i}]: unsupported content part type {kind!r}; use text, video_url or image_url",
                     "unsupported_content",
                     "messages",
                 )
         turns.append(Turn(msg.role, "\n".join(texts)))
     if turns[-1].role != "user":
         raise APIError(400, "the last message must come from the user", "invalid_messages", "messages")
-    return turns, video, video_turn
+    return turns, video, video_turn, image
 
 
 def _refuse_unsupported(body: ChatCompletionRequest) -> None:
@@ -135,11 +136,11 @@ async def chat(body: ChatCompletionRequest, request: Request, service: VideoQASe
             "model",
         )
     _refuse_unsupported(body)
-    turns, video, video_turn = _flatten(body)
+    turns, video, video_turn, image = _flatten(body)
     asked = body.max_completion_tokens or body.max_tokens
     slot = service.admit()  # held until the answers (or the whole stream) are done
     try:
-        prompt, frames, visual = await service.prepare(video, body, turns, asked or 1, video_turn)
+        prompt, frames, visual = await service.prepare(video, body, turns, asked or 1, video_turn, image)
         # OpenAI's default: no cap below the context, so the answer may use all the room the prompt leaves.
         max_tokens = asked or service.room(prompt, visual)
         reqs = _choices(body, _generation(body, prompt, frames, max_tokens))
