@@ -224,3 +224,11 @@ def test_image_url_parts_are_one_frame_videos(client, model) -> None:
     with pytest.raises(openai.APIStatusError) as err:
         _ask(client, model, messages=[{"role": "user", "content": not_image}], max_tokens=2)
     assert err.value.status_code == 415
+
+
+def test_metrics_serve_the_engines_own_vllm_series(gw, client, model) -> None:
+    _ask(client, model, max_tokens=1, temperature=0)
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert "videoqa_requests_total" in text  # the gateway's own
+    for series in ("vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total"):
+        assert f"\n{series}" in text, series

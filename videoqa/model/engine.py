@@ -115,6 +115,16 @@ def _engine_input(prompt: list[int] | str, frames: np.ndarray | None) -> dict[st
     return request
 
 
+def vllm_series(exposition: str) -> str:
+    """Only the vllm:* families of a Prometheus text exposition (not the process/python collectors)."""
+    keep = []
+    for line in exposition.splitlines():
+        name = line.split(" ", 3)[2] if line.startswith("# ") and len(line.split(" ", 3)) > 2 else line
+        if name.startswith("vllm:"):
+            keep.append(line)
+    return "\n".join(keep) + ("\n" if keep else "")
+
+
 def _sampling_params(req: GenerationRequest, output_kind: Any) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
@@ -206,6 +216,13 @@ class LocalEngine:
         )
         # Building the engine blocks for tens of seconds (profiling, compilation): keep the loop free.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+
+    async def metrics_text(self) -> str:
+        """vLLM's own Prometheus series (vllm:*: KV-cache use, running/waiting requests, prefix-cache hits...),
+        which AsyncLLM registers in prometheus_client's default registry of this process."""
+        from prometheus_client import REGISTRY, generate_latest
+
+        return vllm_series(generate_latest(REGISTRY).decode())
 
     async def tokenizer(self) -> Any:
         """The checkpoint's tokenizer (with its chat template)."""

@@ -44,6 +44,14 @@ class RemoteEngine:
         self.config = LlavaVideoConfig.from_dict(info["config"])
         self._ready = True
 
+    async def metrics_text(self) -> str:
+        """The engine's vllm:* series; empty when the engine does not answer (the gateway's own still serve)."""
+        try:
+            resp = await self._client.get("/internal/metrics", timeout=5.0)
+        except httpx.HTTPError:
+            return ""
+        return resp.text if resp.status_code == 200 else ""
+
     async def tokenizer(self) -> Any:
         """The engine's tokenizer, loaded from the files it serves (same chat template, same special tokens)."""
         from transformers import AutoTokenizer

@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from videoqa.model.engine import TOKENIZER_FILES, GenerationRequest, LocalEngine
 
@@ -76,6 +76,11 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
             "queue_depth": engine.queue_depth(),
             "ready": engine.ready(),
         }
+
+    @app.get("/internal/metrics")
+    async def metrics() -> PlainTextResponse:
+        """The engine's vllm:* Prometheus series; gateways append them to their own /metrics."""
+        return PlainTextResponse(await engine.metrics_text())
 
     @app.get("/internal/tokenizer")
     async def tokenizer() -> dict[str, str]:

@@ -36,5 +36,8 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     m = request.app.state.metrics
-    m.queue_depth.set(request.app.state.engine.queue_depth())
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    engine = request.app.state.engine
+    m.queue_depth.set(engine.queue_depth())
+    # The engine's own vllm:* series (embedded: this process's registry; split mode: fetched from the engine).
+    engine_series = await engine.metrics_text() if hasattr(engine, "metrics_text") else ""
+    return Response(generate_latest(m.registry) + engine_series.encode(), media_type=CONTENT_TYPE_LATEST)
