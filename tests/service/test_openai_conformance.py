@@ -232,3 +232,26 @@ def test_metrics_serve_the_engines_own_vllm_series(gw, client, model) -> None:
     assert "videoqa_requests_total" in text  # the gateway's own
     for series in ("vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total"):
         assert f"\n{series}" in text, series
+
+
+def test_json_logs_have_one_line_per_request_with_its_facts(start_gateway, videos) -> None:
+    jgw = start_gateway(log_format="json")
+    with open(videos["short"], "rb") as f:
+        file_id = httpx.post(f"{jgw.url}/v1/files", files={"file": ("v.mp4", f, "video/mp4")}, timeout=60).json()["id"]
+    body = {"file_id": file_id, "question": "What moves?", "num_frames": 4, "max_tokens": 2}
+    r = httpx.post(f"{jgw.url}/v1/video/qa", json=body, headers={"x-request-id": "json-log-1"}, timeout=120)
+    assert r.status_code == 200, r.text
+
+    def line() -> dict | None:
+        for raw in jgw.log.read_text().splitlines():
+            if raw.startswith("{"):
+                entry = json.loads(raw)
+                if entry.get("request_id") == "json-log-1" and entry.get("logger") == "videoqa.access":
+                    return entry
+        return None
+
+    _wait_for(lambda: line() is not None)
+    entry = line()
+    assert entry["route"] == "/v1/video/qa" and entry["status"] == 200 and entry["seconds"] > 0
+    assert entry["frames"] == 4 and entry["visual_tokens"] == r.json()["usage"]["visual_tokens"]
+    assert entry["decode_seconds"] >= 0 and entry["prefill_seconds"] > 0

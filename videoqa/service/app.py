@@ -16,7 +16,7 @@ from videoqa.model.chat import ChatFormat
 from videoqa.model.engine import VideoQAEngine
 from videoqa.service import errors
 from videoqa.service.metrics import Metrics
-from videoqa.service.requests import RequestIdMiddleware
+from videoqa.service.requests import RequestIdMiddleware, noted
 from videoqa.service.routers import chat, files, health, jobs, video
 from videoqa.service.serving import VideoQAService
 from videoqa.service.settings import Settings
@@ -153,7 +153,13 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
         if metrics is not None:
             metrics.requests.labels(path, request.method, str(response.status_code)).inc()
             metrics.latency.labels(path).observe(elapsed)
-        fields = {"route": path, "method": request.method, "status": response.status_code, "seconds": elapsed}
+        fields = {
+            "route": path,
+            "method": request.method,
+            "status": response.status_code,
+            "seconds": round(elapsed, 4),
+            **noted(),
+        }
         access_log.info("%s %s %s %.3fs", request.method, path, response.status_code, elapsed, extra={"fields": fields})
         return response
 

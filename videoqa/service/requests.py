@@ -13,6 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "x-request-id"
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("videoqa_request_id", default="-")
+_fields: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "videoqa_request_fields", default=None
+)
 # Ids end up in logs and headers: keep what clients send short and printable.
 _VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -20,6 +23,18 @@ _VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 def current_request_id() -> str:
     """The id of the request being served in this task ("-" outside requests)."""
     return _current.get()
+
+
+def note(**fields: object) -> None:
+    """Record facts about the current request (frames, visual tokens, decode seconds...) for its log line."""
+    current = _fields.get()
+    if current is not None:
+        current.update(fields)
+
+
+def noted() -> dict[str, object]:
+    """What was noted for the current request so far."""
+    return dict(_fields.get() or {})
 
 
 def request_id(request: object) -> str:
@@ -41,6 +56,7 @@ class RequestIdMiddleware:
         rid = sent if _VALID.match(sent) else f"req-{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = rid
         token = _current.set(rid)
+        fields_token = _fields.set({})
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -52,6 +68,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             _current.reset(token)
+            _fields.reset(fields_token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -31,6 +31,7 @@ from videoqa.service.errors import APIError
 from videoqa.service.fetch import FetchOptions, fetch_to_file
 from videoqa.service.metrics import Metrics
 from videoqa.service.protocol import FileObject, SamplingFields, Usage, VideoSource
+from videoqa.service.requests import note
 from videoqa.service.settings import Settings
 from videoqa.service.state import State
 from videoqa.video import DecodePool, SamplingSpec, VideoInfo, target_times
@@ -233,6 +234,7 @@ class VideoQAService:
         if num_frames:
             self.metrics.frames.observe(num_frames)
             self.metrics.visual_tokens.observe(visual)
+            note(frames=num_frames, visual_tokens=visual)
         return visual
 
     @staticmethod
@@ -252,6 +254,7 @@ class VideoQAService:
         got = await self.pool.sample(path, spec, info)  # no second packet pass: the upload probe has the index
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
         self.metrics.frames_decoded.inc(got.timings.get("frames_decoded", 0.0))
+        note(decode_seconds=round(time.perf_counter() - start, 4))
         packed = _pack(got.frames, got.timestamps, got.duration)
         if len(packed) <= self.settings.frame_cache_max_bytes:
             await self.state.cache_set(key, packed, self.settings.frame_cache_ttl_s)
@@ -302,6 +305,7 @@ class VideoQAService:
                     if first_at is None:
                         first_at = time.perf_counter()
                         self.metrics.ttft.observe(first_at - start)
+                        note(prefill_seconds=round(first_at - start, 4))
                     last = chunk
                     yield chunk
         finally:
