@@ -129,12 +129,11 @@ def _sampling_params(req: GenerationRequest, output_kind: Any) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    # Compact JSON: free whitespace lets a weak model pad forever inside a valid document.
     structured = None
     if req.json_schema is not None:
-        structured = StructuredOutputsParams(json=req.json_schema, disable_any_whitespace=True)
+        structured = StructuredOutputsParams(json=req.json_schema)
     elif req.json_object:
-        structured = StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+        structured = StructuredOutputsParams(json_object=True)
     return SamplingParams(
         max_tokens=req.max_tokens,
         temperature=req.temperature,
@@ -200,6 +199,7 @@ class LocalEngine:
         self.prompt_tokens_total = 0
 
     async def start(self) -> None:
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -213,6 +213,9 @@ class LocalEngine:
             enable_prefix_caching=self._prefix_caching,
             seed=self._seed,
             limit_mm_per_prompt={"video": 1},
+            # Compact JSON for response_format: with free whitespace a weak model pads forever inside a valid
+            # document (vLLM applies this engine-wide, not per request).
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
         # Building the engine blocks for tens of seconds (profiling, compilation): keep the loop free.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
