@@ -18,6 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from videoqa.video.animated import CONTAINER as ANIMATED_WEBP
 from videoqa.video.animated import image_as_video
 from videoqa.video.errors import DecoderCrashedError, DecodeTimeoutError, VideoTooLargeError
 from videoqa.video.sampler import merge, plan, probe, sample_frames, sample_part, split
@@ -106,6 +107,8 @@ class DecodePool:
         start = time.perf_counter()
         if info is None or not info.keyframes:
             info = await self.probe(path)
+        if info.container == ANIMATED_WEBP:  # Pillow decodes it whole; GOP runs are a PyAV notion
+            return await self._run(sample_frames, str(path), spec, self.limits, info)
         probed = time.perf_counter()
         mapped, hits = plan(info, spec)
         order = sorted(range(len(mapped)), key=mapped.__getitem__)
