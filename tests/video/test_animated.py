@@ -13,7 +13,7 @@ from videoqa.video.errors import UnsupportedFormatError, VideoTooLargeError
 
 
 def _frames(n: int = 6) -> list[Image.Image]:
-    return [Image.fromarray(np.full((64, 80, 3), 40 * i, np.uint8)) for i in range(n)]
+    return [Image.fromarray(np.full((64, 80, 3), (40 * i) % 256, np.uint8)) for i in range(n)]
 
 
 def _animation(path: Path, n: int = 6, ms: int = 100) -> Path:
@@ -48,3 +48,25 @@ def test_animations_obey_the_decode_limits(tmp_path: Path, suffix: str) -> None:
         probe(path, DecodeLimits(max_pixels=80 * 63))
     with pytest.raises(UnsupportedFormatError):
         probe(path, DecodeLimits(allowed_containers=("matroska,webm",)))
+
+
+@pytest.mark.parametrize("suffix", ["gif", "webp"])
+def test_the_decode_pool_serves_animations_like_videos(tmp_path: Path, suffix: str) -> None:
+    """The gateway's path: probe at upload, then sampling in the workers with that probe."""
+    import asyncio
+
+    from videoqa.video import DecodePool
+
+    path = _animation(tmp_path / f"clip.{suffix}", n=30, ms=50)
+    pool = DecodePool(2, DecodeLimits())
+
+    async def run():
+        info = await pool.probe(path)
+        return info, await pool.sample(path, SamplingSpec(num_frames=8, policy="exact", size=(32, 32)), info)
+
+    try:
+        info, got = asyncio.run(run())
+    finally:
+        pool.close()
+    assert info.num_frames == 30 and info.duration == pytest.approx(1.5)
+    assert got.frames.shape == (8, 32, 32, 3) and got.timestamps == sorted(got.timestamps)
