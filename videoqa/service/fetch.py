@@ -16,6 +16,7 @@ import base64
 import hashlib
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,8 @@ class FetchOptions:
     """If set, only these domains (and their subdomains) may be fetched."""
     allow_cidrs: list[str] = field(default_factory=list)
     """Networks allowed despite not being global. Empty by default; tests use it for a loopback server."""
+    ca_file: str | None = None
+    """CA bundle for https instead of the default trust store (tests use a CA they make for a local TLS host)."""
 
 
 @dataclass
@@ -159,7 +162,8 @@ async def fetch_to_file(url: str, dest: Path, opts: FetchOptions | None = None) 
     allow_nets = [ipaddress.ip_network(c, strict=False) for c in opts.allow_cidrs]
     timeout = httpx.Timeout(opts.read_timeout_s, connect=opts.connect_timeout_s)
     deadline = time.monotonic() + opts.total_timeout_s
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=opts.ca_file) if opts.ca_file else True
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False, verify=verify) as client:
         for _ in range(opts.max_redirects + 1):
             scheme, host, port, addr = await _vet(url, opts, allow_nets)
             parts = urlsplit(url)
@@ -213,6 +217,11 @@ def _decode_data_url(url: str, dest: Path, opts: FetchOptions) -> FetchResult:
     header, sep, payload = url[5:].partition(",")
     if not sep:
         raise BadURLError("malformed data: URL (no comma)")
+    media_type = header.split(";")[0].strip().lower()
+    if media_type.startswith(_NOT_VIDEO_TYPES):  # same rule as a server's Content-Type; no type: the decoder judges
+        raise UnsupportedContentTypeError(
+            f"the data: URL says it holds {media_type!r}, not a video; send the video as data:video/mp4;base64,..."
+        )
     if len(payload) > opts.max_bytes * 4 // 3 + 4:
         raise FetchTooLargeError(f"the data: URL holds over {opts.max_bytes} bytes")
     try:
