@@ -56,9 +56,12 @@ async def test_cancelling_the_iterator_aborts_the_request(engine: LocalEngine) -
     stream = engine.generate(req)
     first = await anext(stream)
     assert not first.finished
-    assert engine.queue_depth() == 1
+    assert engine.queue_depth() == 1 and engine.engine_unfinished() == 1
     await stream.aclose()  # what a client disconnect does
     assert engine.queue_depth() == 0
+    # Observed in vLLM's own request state, not this wrapper's counter: the request is gone by the time aclose()
+    # returns (were it left to garbage collection of vLLM's generator it would still be listed here).
+    assert engine.engine_unfinished() == 0
     # The engine keeps serving after the abort.
     done = [c async for c in engine.generate(_request(engine, max_tokens=3))]
     assert done[-1].finished

@@ -244,6 +244,11 @@ class LocalEngine:
     def queue_depth(self) -> int:
         return len(self._inflight)
 
+    def engine_unfinished(self) -> int:
+        """Requests vLLM itself still tracks (its output processor's state): what an abort must empty, whatever
+        this wrapper's own bookkeeping says."""
+        return self._engine.get_num_unfinished_requests() if self._engine is not None else 0
+
     async def abort(self, request_id: str) -> None:
         if self._engine is not None:
             await self._engine.abort(request_id)

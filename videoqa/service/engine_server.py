@@ -74,6 +74,7 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
             "max_model_len": engine.max_model_len,
             "config": engine.config.to_dict(),
             "queue_depth": engine.queue_depth(),
+            "engine_unfinished": engine.engine_unfinished(),
             "ready": engine.ready(),
         }
 
