@@ -28,6 +28,16 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[State]:
     await st.close()
 
 
+async def _wait_until(cond, timeout: float) -> None:  # noqa: ANN001
+    """Poll the async predicate `cond` until it holds; fail after `timeout` seconds (a deadline, not a bound)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await cond():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("condition not met in time")
+
+
 async def test_ping_and_health(state: State) -> None:
     assert await state.ping() is True
     assert state.healthy()
@@ -39,10 +49,15 @@ async def test_cache_hit_miss_and_ttl(state: State) -> None:
     await state.cache_set("short", b"gone soon", ttl_s=0.3)
     assert await state.cache_get("k") == b"\x00frames\xff"
     assert await state.cache_get("short") == b"gone soon"
-    await asyncio.sleep(0.5)
-    assert await state.cache_get("short") is None  # a sub-second TTL expires (not rounded down to "forever")
+    assert (state.cache_hits, state.cache_misses) == (2, 1)
+
+    async def short_expired() -> bool:
+        return await state.cache_get("short") is None
+
+    await _wait_until(short_expired, timeout=10)  # a sub-second TTL expires (not rounded down to "forever")
+    hits = state.cache_hits
     assert await state.cache_get("k") == b"\x00frames\xff"
-    assert (state.cache_hits, state.cache_misses) == (3, 2)
+    assert state.cache_hits == hits + 1
 
 
 async def test_cache_skips_values_over_the_size_cap(request: pytest.FixtureRequest) -> None:
@@ -92,8 +107,18 @@ async def test_file_registry(state: State) -> None:
     assert await state.file_delete("file-1") is False
 
 
+async def _burst(state: State, n: int, limit: int, window_s: float) -> list:
+    """n hits on a fresh key, all inside one window: a burst that straddled a window edge is redone on a new
+    key, so the test does not depend on where in the window it starts."""
+    while True:
+        key, start = f"user-{uuid.uuid4().hex[:8]}", time.time() // window_s
+        decisions = [await state.rate_hit(key, limit=limit, window_s=window_s) for _ in range(n)]
+        if time.time() // window_s == start:
+            return decisions
+
+
 async def test_rate_limit_denies_over_limit_with_retry_after(state: State) -> None:
-    decisions = [await state.rate_hit("user-a", limit=3, window_s=30) for _ in range(5)]
+    decisions = await _burst(state, 5, limit=3, window_s=30)
     assert [d.allowed for d in decisions] == [True, True, True, False, False]
     assert [d.remaining for d in decisions] == [2, 1, 0, 0, 0]
     assert all(d.retry_after_s == 0.0 for d in decisions[:3])
@@ -104,13 +129,17 @@ async def test_rate_limit_denies_over_limit_with_retry_after(state: State) -> No
 
 
 async def test_rate_limit_window_resets(state: State) -> None:
-    # Align to the start of a 1 s window so both hits land in the same window.
-    await asyncio.sleep(1.0 - time.time() % 1.0 + 0.01)
-    assert (await state.rate_hit("burst", limit=1, window_s=1)).allowed
-    denied = await state.rate_hit("burst", limit=1, window_s=1)
-    assert not denied.allowed and 0.0 < denied.retry_after_s <= 1.0
-    await asyncio.sleep(denied.retry_after_s + 0.05)
-    assert (await state.rate_hit("burst", limit=1, window_s=1)).allowed
+    while True:  # both hits in one window (see _burst), then the same key again until the window turns over
+        key, start = f"burst-{uuid.uuid4().hex[:8]}", time.time() // 1
+        first, denied = [await state.rate_hit(key, limit=1, window_s=1) for _ in range(2)]
+        if time.time() // 1 == start:
+            break
+    assert first.allowed and not denied.allowed and 0.0 < denied.retry_after_s <= 1.0
+
+    async def allowed_again() -> bool:
+        return (await state.rate_hit(key, limit=1, window_s=1)).allowed
+
+    await _wait_until(allowed_again, timeout=10)
 
 
 async def test_submit_is_idempotent_and_claim_runs_once(state: State) -> None:
@@ -169,8 +198,11 @@ async def test_dead_worker_job_is_redelivered_and_completed_once(state: State) -
     dead = await state.job_claim("dead-worker", lease_s=0.3)
     assert dead is not None
     assert await state.job_requeue_expired() == 0  # lease still valid
-    await asyncio.sleep(0.45)  # the worker "dies": no heartbeat
-    assert await state.job_requeue_expired() == 1
+
+    async def requeued() -> bool:  # the worker "dies": no heartbeat, the lease runs out
+        return await state.job_requeue_expired() == 1
+
+    await _wait_until(requeued, timeout=10)
     assert (await state.job_get("job-d")).status == "queued"  # type: ignore[union-attr]
     assert await state.job_heartbeat("job-d", "dead-worker", 30) is False  # the lost lease is not revived
     live = await state.job_claim("live-worker", lease_s=30)
@@ -223,20 +255,19 @@ async def test_late_failure_of_a_requeued_job_does_not_queue_it_twice(state: Sta
 
 async def test_heartbeat_keeps_the_lease(state: State) -> None:
     await state.job_submit("job-h", {})
-    await state.job_claim("w1", lease_s=0.3)
+    await state.job_claim("w1", lease_s=-1)  # a lease already run out, not yet requeued
     assert await state.job_heartbeat("job-h", "someone-else", 30) is False
-    for _ in range(4):
-        await asyncio.sleep(0.15)
-        assert await state.job_heartbeat("job-h", "w1", 0.3) is True
-        assert await state.job_requeue_expired() == 0
+    assert await state.job_heartbeat("job-h", "w1", 30) is True  # renewed just in time
+    assert await state.job_requeue_expired() == 0
     assert (await state.job_get("job-h")).status == "running"  # type: ignore[union-attr]
+    assert await state.job_heartbeat("job-h", "w1", -1) is True  # a renewal sets the lease, not max(old, new)
+    assert await state.job_requeue_expired() == 1
 
 
 async def test_lease_lost_too_often_fails_the_job(state: State) -> None:
     await state.job_submit("job-x", {})
     for attempt in (1, 2, 3):
-        assert (await state.job_claim(f"w{attempt}", lease_s=0.05)) is not None
-        await asyncio.sleep(0.1)
+        assert (await state.job_claim(f"w{attempt}", lease_s=-1)) is not None  # the lease has already run out
         assert await state.job_requeue_expired() == 1
     job = await state.job_get("job-x")
     assert job is not None and job.status == "failed" and job.attempts == 3
@@ -263,15 +294,6 @@ async def test_concurrent_claims_never_share_a_job(state: State) -> None:
 # --------------------------------------------------------------------------------------------------------
 # Redis outage: a private server, so stopping it does not disturb other tests sharing the session one
 # --------------------------------------------------------------------------------------------------------
-
-
-async def _wait_until(cond, timeout: float) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await cond():
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError("condition not met in time")
 
 
 async def test_redis_outage_degrades_and_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

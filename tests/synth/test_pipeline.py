@@ -254,3 +254,50 @@ def test_run_errors_say_what_to_change(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "--oracle" in r.output
     with pytest.raises(FileNotFoundError, match="neither a folder"):
         list_source(tmp_path / "missing")
+
+
+class CountingTeacher:
+    """The oracle teacher, counting its calls per video and failing every call for the videos in `fail`; its usage
+    is the number of calls this instance answered (one "run" of spend)."""
+
+    def __init__(self, fail: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        from videoqa.synth.oracle import OracleTeacher
+
+        self.inner, self.fail, self.calls = OracleTeacher(), fail, Counter()
+
+    async def caption(self, video, task):  # noqa: ANN001, ANN201
+        self.calls[video.id] += 1
+        if video.id in self.fail:
+            raise RuntimeError("teacher is down for this video")
+        return await self.inner.caption(video, task)
+
+    async def questions(self, video, caption, types):  # noqa: ANN001, ANN201
+        self.calls[video.id] += 1
+        return await self.inner.questions(video, caption, types)
+
+    def usage(self) -> dict:
+        return {"requests": sum(self.calls.values())}
+
+
+def test_resume_skips_finished_videos_retries_failed_ones_and_adds_up_usage(source: Path, tmp_path: Path) -> None:
+    ids = [v for v, path in list_source(source) if path.with_suffix(".json").is_file()][:3]
+    small = tmp_path / "src"
+    for v in ids:  # three of the shared videos, with their ground truth
+        for suffix in (".mp4", ".json"):
+            (small / v).parent.mkdir(parents=True, exist_ok=True)
+            (small / v).with_suffix(suffix).write_bytes((source / v).with_suffix(suffix).read_bytes())
+    cfg = RunConfig(source=small, out=tmp_path / "out", selection=None, concurrency=2)
+
+    first = CountingTeacher(fail={ids[1]})
+    assert asyncio.run(run(cfg, first)) == {"kept": 2, "failed": 1}
+    assert set(first.calls) == set(ids) and first.calls[ids[1]] == 1  # the failing video stopped at its first call
+
+    second = CountingTeacher()
+    assert asyncio.run(run(cfg, second)) == {"kept": 1}
+    assert set(second.calls) == {ids[1]}  # finished videos are not asked again; the failed one is retried
+    assert second.calls[ids[1]] >= 2  # the whole video this time: its captions and then its questions
+
+    third = CountingTeacher()
+    assert asyncio.run(run(cfg, third)) == {} and not third.calls  # nothing left to do
+    usage = json.loads((cfg.out / "usage_shard0of1.json").read_text())
+    assert usage == {"requests": sum(first.calls.values()) + sum(second.calls.values())}  # spend adds up
