@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import pytest
@@ -15,9 +14,11 @@ def gw(start_gateway):
 
 
 def _metric(url: str, name: str) -> float:
+    """A counter's value; a metric missing from /metrics fails the test (it must not read as 0)."""
     text = httpx.get(f"{url}/metrics").text
     m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+    assert m is not None, f"{name} is not exported by /metrics"
+    return float(m.group(1))
 
 
 def _upload(url: str, path, name="clip.mp4") -> dict:
@@ -39,7 +40,7 @@ def test_upload_describe_and_delete(gw, videos) -> None:
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "file_not_found"
 
 
-def test_qa_then_repeat_question_hits_the_frame_cache_and_is_faster(gw, videos) -> None:
+def test_qa_then_repeat_question_hits_the_frame_cache(gw, videos) -> None:
     file_id = _upload(gw.url, videos["long"])["id"]
     hits_before = _metric(gw.url, "videoqa_frame_cache_hits_total")
     decoded_before = _metric(gw.url, "videoqa_frames_decoded_total")
@@ -50,22 +51,20 @@ def test_qa_then_repeat_question_hits_the_frame_cache_and_is_faster(gw, videos) 
         "policy": "exact",
         "max_tokens": 8,
     }
-    t0 = time.perf_counter()
+    misses_before = _metric(gw.url, "videoqa_frame_cache_misses_total")
     first = httpx.post(f"{gw.url}/v1/video/qa", json=body, timeout=120)
-    t1 = time.perf_counter()
     second = httpx.post(f"{gw.url}/v1/video/qa", json=body | {"question": "What moves?"}, timeout=120)
-    t2 = time.perf_counter()
     assert first.status_code == 200, first.text
     a, b = first.json(), second.json()
     assert a["frames"] == 16 and len(a["timestamps"]) == 16 and a["timestamps"] == sorted(a["timestamps"])
     assert a["usage"]["visual_tokens"] == 16 * 4 * 5 and a["usage"]["completion_tokens"] >= 1
     assert a["cache_hit"] is False and b["cache_hit"] is True
+    # The first request decodes (one miss); the repeat is served from the cache without decoding (one hit).
     assert _metric(gw.url, "videoqa_frame_cache_hits_total") == hits_before + 1
     # 16 exact frames need at least 16 decoded, and a cache hit decodes none.
     assert _metric(gw.url, "videoqa_frames_decoded_total") >= decoded_before + 16
+    assert _metric(gw.url, "videoqa_frame_cache_misses_total") == misses_before + 1
     assert b["timestamps"] == a["timestamps"]
-    # The first request decodes (and warms the engine's prefix cache); the repeat skips decoding.
-    assert t2 - t1 < t1 - t0
 
 
 def test_multipart_qa_and_caption(gw, videos) -> None:

@@ -7,6 +7,8 @@ import base64
 import openai
 import pytest
 
+from videoqa.video.testing import make_test_video
+
 
 @pytest.fixture(scope="module")
 def gw(start_gateway):
@@ -68,13 +70,26 @@ def test_chat_plain_and_streaming_give_the_same_text(client, file_id) -> None:
     assert finish == plain.choices[0].finish_reason
 
 
-def test_chat_with_a_data_url_video_and_a_system_prompt(client, videos) -> None:
-    data = base64.b64encode(videos["other"].read_bytes()).decode()
-    messages = [{"role": "system", "content": "Answer briefly."}, *_messages(f"data:video/mp4;base64,{data}")]
-    out = client.chat.completions.create(
-        model=client.models.list().data[0].id, messages=messages, max_tokens=4, extra_body={"num_frames": 4}
-    )
-    assert out.usage.completion_tokens >= 1
+def test_chat_with_a_data_url_video_and_a_system_prompt(client, videos, tmp_path) -> None:
+    """The video's frames reach vLLM: its prefix cache (keyed by the frames' content hash) serves the video's tokens
+    again for the same video, and not for another video of the same length (identical prompt text)."""
+    # Same duration, size and frame count as "other" (so the same time instruction), different pixels.
+    plain = make_test_video(tmp_path / "plain.mp4", seconds=6, fps=10, gop=20, size=(128, 96), pattern=False)
+
+    def ask(path) -> openai.types.CompletionUsage:  # noqa: ANN001
+        data = base64.b64encode(path.read_bytes()).decode()
+        messages = [{"role": "system", "content": "Answer briefly."}, *_messages(f"data:video/mp4;base64,{data}")]
+        out = client.chat.completions.create(
+            model=client.models.list().data[0].id, messages=messages, max_tokens=4, extra_body={"num_frames": 4}
+        )
+        assert out.usage.completion_tokens >= 1
+        return out.usage
+
+    visual = 4 * 4 * 5  # tiny grid 9 pooled to 4x4, a newline closing each row, 4 frames
+    first, again, other = ask(videos["other"]), ask(videos["other"]), ask(plain)
+    assert first.prompt_tokens == again.prompt_tokens == other.prompt_tokens > visual
+    assert again.model_extra["cached_tokens"] >= visual  # the video's tokens, in whole KV blocks
+    assert other.model_extra["cached_tokens"] < visual  # different frames: the video's blocks are not reused
 
 
 def test_text_only_chat_works(client) -> None:

@@ -88,9 +88,9 @@ def test_redis_stopped_mid_test_then_restarted(start_gateway, redis_server, vide
     finally:
         redis_server.start()
     deadline = time.monotonic() + 30
-    while httpx.get(f"{gw.url}/readyz").status_code != 200:
+    while httpx.get(f"{gw.url}/readyz").status_code != 200:  # polling a condition, with a deadline
         assert time.monotonic() < deadline, "gateway did not notice Redis coming back"
-        time.sleep(0.5)
+        time.sleep(0.2)
     again = httpx.post(f"{gw.url}/v1/video/qa", json=ask | {"question": "Once more?"}, timeout=120)
     assert again.status_code == 200
     cached = httpx.post(f"{gw.url}/v1/video/qa", json=ask | {"question": "And again?"}, timeout=120)
@@ -98,9 +98,19 @@ def test_redis_stopped_mid_test_then_restarted(start_gateway, redis_server, vide
 
 
 @pytest.mark.parametrize("workers", [0])
-def test_a_gateway_without_workers_only_queues(start_gateway, redis_server, videos, workers) -> None:
-    gw = start_gateway(redis_url=redis_server.url, redis_namespace="queue-only", job_workers=str(workers))
+def test_a_gateway_without_workers_only_queues(start_gateway, redis_server, videos, workers, tmp_path) -> None:
+    ns, shared = "queue-only", str(tmp_path / "shared-data")
+    gw = start_gateway(redis_url=redis_server.url, redis_namespace=ns, job_workers=str(workers), data_dir=shared)
     file_id = _upload(gw.url, videos["short"])
     job = httpx.post(f"{gw.url}/v1/jobs", json={"task": "caption", "file_id": file_id, "max_tokens": 2}).json()
-    time.sleep(1.0)
     assert httpx.get(f"{gw.url}/v1/jobs/{job['id']}").json()["status"] == "queued"
+    # A gateway with workers on the same queue takes it: the job was really waiting for a worker, not stuck.
+    other = start_gateway(redis_url=redis_server.url, redis_namespace=ns, data_dir=shared)
+    done = _wait_job(other.url, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    owner = subprocess.run(
+        ["redis-cli", "-p", str(redis_server.port), "HGET", f"{ns}:job:{job['id']}", "worker"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert owner.endswith(f":{other.proc.pid}:0")  # the worker-less gateway, up since submission, never took it
