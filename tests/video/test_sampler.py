@@ -201,3 +201,66 @@ def test_a_truncated_mp4_is_not_trusted_to_its_sample_table(tmp_path: Path) -> N
     cut.write_bytes(data[: len(data) * 2 // 3])  # the moov (at the start) lists samples past the new EOF
     with av.open(str(cut)) as container:
         assert _keyframes_from_index(container, container.streams.video[0], cut.stat().st_size) is None
+
+
+# --- the exact rule and the limits, on small PyAV-made videos with known frame times ------------------------------
+
+
+@pytest.fixture(scope="module")
+def uneven_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
+    """12 frames at uneven, known times (pts in 1/32 s): bursts and gaps, so targets land between frames."""
+    pts = [0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35]
+    path = make_test_video(
+        tmp_path_factory.mktemp("uneven") / "uneven.mkv", seconds=12 / 8, fps=8, container="matroska", pts_jitter=pts
+    )
+    return path, [p / 32 for p in pts]
+
+
+@pytest.mark.parametrize(
+    "spec", [SamplingSpec(num_frames=5, policy="exact", size=None), SamplingSpec(fps=3.0, policy="exact", size=None)]
+)
+def test_exact_takes_the_frame_shown_at_each_target(uneven_video: tuple[Path, list[float]], spec: SamplingSpec) -> None:
+    """The frame on screen at time t is the last one whose time is <= t (not the nearest, not the next)."""
+    from videoqa.video.sampler import target_times
+
+    path, times = uneven_video
+    targets, _ = target_times(probe(path), spec)
+    shown = [max(i for i, ft in enumerate(times) if ft <= t + 1e-4) for t in targets]
+    following = [min((i for i, ft in enumerate(times) if ft >= t - 1e-4), default=len(times) - 1) for t in targets]
+    assert shown != following  # some target falls between two frames: the rule is really exercised
+    got = sample_frames(path, spec)
+    assert [read_pattern(f) for f in got.frames] == shown
+    assert got.timestamps == pytest.approx([times[i] for i in shown], abs=1e-3)
+
+
+def test_the_decode_deadline_stops_a_long_decode(gop_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampler's own deadline, checked as frames are decoded. Its clock is made to run one second per look, so
+    the decode of 240 real frames outlasts a 5 s deadline deterministically (FFmpeg's own I/O timeout is untouched)."""
+    import itertools
+    import time
+    from types import SimpleNamespace
+
+    import videoqa.video.sampler as sampler
+    from videoqa.video.errors import DecodeTimeoutError
+
+    info = probe(gop_video)  # known probe: no packet pass, so the check that fires is the decode loop's
+    spec = SamplingSpec(fps=24.0, max_frames=240, policy="exact", size=(32, 24))
+    clock = itertools.count(0.0, 1.0)
+    monkeypatch.setattr(sampler, "time", SimpleNamespace(monotonic=lambda: next(clock), perf_counter=time.perf_counter))
+    with pytest.raises(DecodeTimeoutError, match="longer than 5 s"):
+        sample_frames(gop_video, spec, DecodeLimits(timeout_s=5), info=info)
+    clock = itertools.count(0.0, 0.0)  # a clock that stands still: the same decode finishes
+    assert sample_frames(gop_video, spec, DecodeLimits(timeout_s=5), info=info).frames.shape[0] == 240
+
+
+def test_too_many_streams_and_unaccepted_codecs_are_refused_naming_the_limit(tmp_path: Path) -> None:
+    from videoqa.video.errors import TooManyStreamsError, UnsupportedCodecError
+
+    with_audio = make_test_video(tmp_path / "av.mp4", seconds=1, fps=8, audio=True)  # a video and an audio stream
+    with pytest.raises(TooManyStreamsError, match="2 streams, over the limit of 1") as info:
+        sample_frames(with_audio, SamplingSpec(num_frames=2), DecodeLimits(max_streams=1))
+    assert info.value.http_status in (413, 415, 422)
+    assert sample_frames(with_audio, SamplingSpec(num_frames=2), DecodeLimits(max_streams=2)).frames.shape[0] == 2
+    with pytest.raises(UnsupportedCodecError, match="'h264' is not accepted; accepted: vp9") as info:
+        sample_frames(with_audio, SamplingSpec(num_frames=2), DecodeLimits(allowed_codecs=("vp9",)))
+    assert info.value.http_status == 415
