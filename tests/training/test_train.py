@@ -200,3 +200,40 @@ def test_lora_with_gradient_checkpointing_and_bf16_merges_into_a_servable_checkp
     train(load_config(interrupted, {"stop_after": 3}))
     resumed = LlavaVideoForCausalLM.from_pretrained(train(load_config(interrupted))).checkpoint_state_dict()
     assert all(torch.equal(tuned[k], resumed[k]) for k in tuned)
+
+
+def test_a_crash_between_saves_resumes_across_epochs_with_grad_accum(tmp_path: Path, data: Path) -> None:
+    """8 examples, 2 per micro-batch, 2 micro-batches per step: 2 steps per epoch, so 5 steps cross two epoch
+    boundaries. The run "crashes" after step 3 was logged but before it was saved (the files a crash leaves: the
+    step-2 state and a loss log that already has step 3); the resumed run must redo step 3 exactly once."""
+    import shutil
+
+    subset = data / "first_8_multiple_choice.json"  # next to the records: their video paths are relative
+    subset.write_text(json.dumps(json.loads((data / "procedural_v0_multiple_choice.json").read_text())[:8]))
+    kw = {"batch_size": 2, "grad_accum": 2, "max_steps": 5}
+
+    def recipe(tmp: Path) -> Path:
+        path = _recipe(tmp, data, **kw)
+        path.write_text(path.read_text().replace(str(data / "procedural_v0_multiple_choice.json"), str(subset)))
+        return path
+
+    straight = train(load_config(recipe(tmp_path / "a")))
+    crashed = recipe(tmp_path / "b")
+    run = tmp_path / "b" / "run"
+    train(load_config(crashed, {"stop_after": 2}))  # end of epoch 0, saved
+    shutil.copy(run / "train_state.pt", tmp_path / "state_at_2.pt")
+    train(load_config(crashed, {"stop_after": 3}))  # step 3 logged (and saved, which the crash undoes:)
+    shutil.copy(tmp_path / "state_at_2.pt", run / "train_state.pt")
+    with (run / "loss.jsonl").open("a") as log:
+        log.write('{"step": 4, "loss": 1.0')  # and a row the crash cut off mid-write
+    resumed = train(load_config(crashed))
+
+    steps = [json.loads(line)["step"] for line in (run / "loss.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    a = LlavaVideoForCausalLM.from_pretrained(straight).checkpoint_state_dict()
+    b = LlavaVideoForCausalLM.from_pretrained(resumed).checkpoint_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same data order and accumulation across the epoch boundaries
+    straight_losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "a" / "run" / "loss.jsonl").read_text().splitlines()
+    ]
+    assert [json.loads(line)["loss"] for line in (run / "loss.jsonl").read_text().splitlines()] == straight_losses

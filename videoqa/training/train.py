@@ -183,6 +183,8 @@ def train(cfg: TrainConfig) -> Path:
         random.Random(cfg.seed * 1_000_003 + epoch).shuffle(perm)
         return perm[rank::world]
 
+    if rank == 0:
+        _truncate_log(out / "loss.jsonl", step)
     log = (out / "loss.jsonl").open("a")
     bar = tqdm(total=total, initial=step, desc="training", disable=rank != 0)
     while step < total:
@@ -245,6 +247,20 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only the loss rows up to the step being resumed from: a run that crashed between two saves had logged
+    steps past its last save, and redoing them would log them twice."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    # A row cut off mid-write by the crash (no newline) is dropped too.
+    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
 
 
 def _with_lora(language_model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
