@@ -230,3 +230,23 @@ def test_slowfast_grid_sequence_by_hand() -> None:
     fast1 = [18.5, 20.5, nl, 26.5, 28.5, nl, ft]
     slow2 = [v + 32 if v not in (nl, ft) else v for v in slow0]
     assert packed == slow0 + fast1 + slow2
+
+
+def test_layout_error_paths_name_the_problem() -> None:
+    from videoqa.model.layout import pooled_side
+    from videoqa.model.packing import pool_frames
+
+    with pytest.raises(LayoutError, match="grid must be >= 1, got 0"):
+        pooled_side(0, 2, "average")
+    with pytest.raises(LayoutError, match="max pooling with stride 4 leaves nothing of a 3x3 grid"):
+        num_video_tokens(VideoLayout("max", 2, "grid", 2), 2, grid=3)  # the fast frames pool with 2p = 4
+    # bilinear rounds up, so it never empties: a 2x2 slow frame + 2 newlines, a 1x1 fast frame + 1 newline
+    assert num_video_tokens(VideoLayout("bilinear", 2, "grid", 2), 2, grid=3) == (2 * 2 + 2) + (1 * 1 + 1)
+    with pytest.raises(LayoutError, match="pool_mode must be one of"):
+        pooled_side(27, 2, "median")
+    with pytest.raises(LayoutError, match=r"expected 9x9=81 features per frame, got 80"):
+        pool_frames(torch.zeros(1, 80, 4), 9, 2, "average")
+    with pytest.raises(LayoutError, match="frame_token is set but the model has no frame_token"):
+        pack_video(torch.zeros(1, 81, 4), VideoLayout(frame_token=True), 9, torch.zeros(4))
+    assert max_frames_for_budget(VideoLayout(), 100) == 0  # not even one 27x27 frame (182 tokens) fits
+    assert max_frames_for_budget(VideoLayout(), 182) == 1
