@@ -32,6 +32,16 @@ LAYOUTS = [
 ]
 STEPS = 16
 TOL = 1e-3
+# Video tokens per layout and frame count, derived by hand for the tiny grid 9 (not from num_video_tokens):
+# average p=2 pools 9 -> 4 (slow) and 9 // 4 = 2 (fast); bilinear ceil(9 / 2) = 5.
+HAND_COUNTS = {
+    LAYOUTS[0]: {1: 20, 7: 7 * 20, 16: 16 * 20},  # 4x4 + 4 newlines per frame
+    LAYOUTS[1]: {1: 26, 7: 7 * 25 + 1, 16: 16 * 25 + 1},  # 5x5 per frame, one newline after the video
+    # s=3: slow frames 0, 3, 6, ... are 4x4 + 4 = 20, fast ones 2x2 + 2 = 6
+    LAYOUTS[2]: {1: 20, 7: 3 * 20 + 4 * 6, 16: 6 * 20 + 10 * 6},
+    # s=2, no newlines, a frame token after every frame: slow 16 + 1, fast 4 + 1
+    LAYOUTS[3]: {1: 17, 7: 4 * 17 + 3 * 5, 16: 8 * 17 + 8 * 5},
+}
 
 
 class Pair:
@@ -41,6 +51,7 @@ class Pair:
         from vllm import LLM
 
         self.ckpt = ckpt
+        self.layout: VideoLayout | None = None
         self.llm = LLM(
             model=str(ckpt),
             dtype="float32",
@@ -89,6 +100,7 @@ def _vllm_logprobs(step_logprobs: list[dict], vocab: int) -> torch.Tensor:
 )
 def pair(request: pytest.FixtureRequest, make_tiny_checkpoint) -> Iterator[Pair]:
     p = Pair(make_tiny_checkpoint(request.param, seed=1))
+    p.layout = request.param
     yield p
     del p.llm
     gc.collect()
@@ -105,6 +117,7 @@ def test_logprobs_and_greedy_tokens_match_the_reference(pair: Pair, num_frames: 
     )[0]
     ref_ids = pair.ref_ids(num_frames)
     assert list(out.prompt_token_ids) == ref_ids  # same placeholder expansion as the shared layout function
+    assert list(out.prompt_token_ids).count(pair.ref.config.video_token_id) == HAND_COUNTS[pair.layout][num_frames]
 
     pv = frames_to_pixel_values(frames, pair.ref.config.image_size)
     tokens = list(out.outputs[0].token_ids)
