@@ -64,6 +64,47 @@ def init_tiny_cmd(
     typer.echo(init_tiny(out, seed=seed, layout=layout))
 
 
+@model_app.command("init-shaped")
+def init_shaped_cmd(
+    out: Path = typer.Argument(..., help="Output directory (original LlavaQwenForCausalLM format)."),
+    like: str = typer.Option(..., "--like", help="llava-video-0.5b | llava-video-7b | llava-video-72b"),
+    layers: int = typer.Option(1, "--layers", min=1, help="LM layers kept (the real model has 24 / 28 / 80)."),
+    vocab: int = typer.Option(4096, "--vocab", min=1, help="LM vocabulary rows (the real one has ~152K)."),
+    vision_layers: int = typer.Option(2, "--vision-layers", min=1, help="SigLIP layers stored (the real one: 26)."),
+    intermediate: int | None = typer.Option(
+        None, "--intermediate", min=1, help="Narrow only the LM MLP (default: the real width)."
+    ),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (lmms-lab releases are bfloat16)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a random checkpoint with a released LLaVA-Video model's real geometry (384 px SigLIP-so400m, the real LM
+    and projector widths and head counts), depth and vocabulary cut, in the original LLaVA-NeXT format: convert it
+    with `videoqa model convert` as a downloaded one."""
+    import torch
+
+    from videoqa.model.shaped import SHAPES, init_shaped
+
+    if like not in SHAPES:
+        raise typer.BadParameter(f"--like must be one of {', '.join(sorted(SHAPES))}, got {like!r}")
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"--dtype must be float32 or bfloat16, got {dtype!r}")
+    try:
+        path = init_shaped(
+            like,
+            out,
+            layers=layers,
+            vocab=vocab,
+            vision_layers=vision_layers,
+            intermediate=intermediate,
+            dtype=dtypes[dtype],
+            seed=seed,
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    typer.echo(path)
+
+
 @model_app.command("convert")
 def convert_cmd(
     src: Path = typer.Argument(..., help="Original LLaVA-NeXT (LlavaQwenForCausalLM) or llava-hf llava_onevision dir."),
@@ -72,6 +113,12 @@ def convert_cmd(
     pool_mode: str | None = typer.Option(None, "--pool-mode", help="Override the carried-over layout."),
     newline: str | None = typer.Option(None, "--newline"),
     slowfast_stride: int | None = typer.Option(None, "--slowfast-stride", min=1),
+    frame_token: bool | None = typer.Option(
+        None,
+        "--frame-token/--no-frame-token",
+        help="Keep or drop the learned token after every frame (carried over from add_faster_video). Without it a "
+        "SlowFast layout gives the paper's count (64 frames, s=3: 5768).",
+    ),
     vision_heads: int | None = typer.Option(None, "--vision-heads", help="Tower heads if not SigLIP so400m."),
     max_frames: int = typer.Option(64, "--max-frames", min=1, help="Frames per video the engine profiles for."),
 ) -> None:
@@ -86,11 +133,16 @@ def convert_cmd(
     if dtype not in dtypes:
         raise typer.BadParameter(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
     layout = None
-    if pool_mode or newline or slowfast_stride:
+    if pool_mode or newline or slowfast_stride or frame_token is not None:
         try:
             source = detect(src)
             base = VideoLayout.from_llava_config(source.config) if source.kind == "original" else VideoLayout()
-            changes = {"pool_mode": pool_mode, "newline": newline, "slowfast_stride": slowfast_stride}
+            changes = {
+                "pool_mode": pool_mode,
+                "newline": newline,
+                "slowfast_stride": slowfast_stride,
+                "frame_token": frame_token,
+            }
             layout = dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
         except (ConversionError, LayoutError) as err:
             raise typer.BadParameter(str(err)) from err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,13 +142,29 @@ def _scan_shapes(src: Source) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _vision_config(shapes: dict[str, tuple[int, ...]], prefix: str, keep_layers: int, heads: int | None) -> dict:
+def _declared_image_size(cfg: dict, kind: str) -> int | None:
+    """The tower's input size as the source declares it: llava_onevision's vision_config.image_size, or the
+    "-384" suffix of the original's mm_vision_tower name (google/siglip-so400m-patch14-384)."""
+    if kind == "llava_onevision":
+        size = (cfg.get("vision_config") or {}).get("image_size")
+        return int(size) if size else None
+    match = re.search(r"-(\d+)$", str(cfg.get("mm_vision_tower") or ""))
+    return int(match.group(1)) if match else None
+
+
+def _vision_config(
+    shapes: dict[str, tuple[int, ...]], prefix: str, keep_layers: int, heads: int | None, declared: int | None = None
+) -> dict:
     patch = shapes[f"{prefix}embeddings.patch_embedding.weight"]  # [Dv, 3, p, p]
     positions = shapes[f"{prefix}embeddings.position_embedding.weight"][0]
     hidden, patch_size = patch[0], patch[-1]
     side = math.isqrt(positions)
     if side * side != positions:
         raise ConversionError(f"vision position embeddings ({positions}) are not a square grid")
+    # SigLIP-so400m takes 384 px, which patch 14 does not divide: the conv reads a 27x27 grid and ignores the last
+    # 6 pixels. side * patch (378) would make the preprocessing resize to 378 instead, a different image than the
+    # model was trained on, so the declared size wins whenever it gives the same grid.
+    image_size = declared if declared is not None and declared // patch_size == side else side * patch_size
     intermediate = shapes[f"{prefix}encoder.layers.0.mlp.fc1.weight"][0]
     return {
         "model_type": "siglip_vision_model",
@@ -156,7 +173,7 @@ def _vision_config(shapes: dict[str, tuple[int, ...]], prefix: str, keep_layers:
         "num_hidden_layers": keep_layers,
         # so400m has 16 heads of 72; SigLIP base/large use heads of 64.
         "num_attention_heads": heads or (16 if hidden == 1152 else max(hidden // 64, 1)),
-        "image_size": side * patch_size,
+        "image_size": image_size,
         "patch_size": patch_size,
         "layer_norm_eps": 1e-6,
         "hidden_act": "gelu_pytorch_tanh",
@@ -229,7 +246,7 @@ def convert(
     text_cfg["tie_word_embeddings"] = tie
     config = LlavaVideoConfig(
         architectures=["LlavaVideoForCausalLM"],
-        vision_config=_vision_config(shapes, vprefix, keep, vision_heads),
+        vision_config=_vision_config(shapes, vprefix, keep, vision_heads, _declared_image_size(cfg, source.kind)),
         text_config=text_cfg,
         video_layout=layout.to_dict(),
         video_token=VIDEO_TOKEN,
