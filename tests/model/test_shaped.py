@@ -106,8 +106,9 @@ def test_bad_init_shaped_arguments_are_named(tmp_path: Path) -> None:
     assert small.exit_code != 0 and "vocab 16" in small.output
 
 
-def _check_converted(converted: Path, like: str) -> LlavaVideoForCausalLM:
+def _check_converted(converted: Path, like: str, intermediate: int | None = None) -> LlavaVideoForCausalLM:
     hidden, heads, kv, inter, tied = REAL[like]
+    inter = intermediate or inter
     cfg = LlavaVideoConfig.from_pretrained(converted)
     t, v = cfg.text_config, cfg.vision_config
     assert (t.hidden_size, t.num_attention_heads, t.num_key_value_heads, t.intermediate_size) == (
@@ -159,7 +160,7 @@ def test_72b_shaped_slowfast_converts_to_the_paper_layout(shaped) -> None:
     assert _cli("model", "tokens", "--frames", "64", "--checkpoint", str(paper)) == "5768"
     assert "frame_token" not in _keys(paper) and "frame_token" in _keys(carried)
 
-    model = _check_converted(paper, "llava-video-72b")
+    model = _check_converted(paper, "llava-video-72b", intermediate=1024)
     frames = np.random.default_rng(0).integers(0, 256, (3, 384, 384, 3), dtype=np.uint8)
     with torch.no_grad():
         packed = model.embed_video(frames_to_pixel_values(frames, model.config.image_size))
