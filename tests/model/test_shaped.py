@@ -21,11 +21,12 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from videoqa.cli import app
+from videoqa.model.chat import ChatFormat
 from videoqa.model.config import LlavaVideoConfig
 from videoqa.model.layout import VideoLayout, num_video_tokens
 from videoqa.model.llava_video import LlavaVideoForCausalLM
 from videoqa.model.preprocess import frames_to_pixel_values
-from videoqa.model.prompt import expand_video_placeholders, video_question_prompt
+from videoqa.model.prompt import expand_video_placeholders
 
 # (hidden, heads, kv_heads, intermediate, tied) from the published Qwen2 configs (videoqa/model/shaped.py cites them).
 REAL = {
@@ -286,12 +287,10 @@ def test_vllm_logprobs_match_the_reference_at_real_geometry(pair: Pair) -> None:
     from vllm import SamplingParams
 
     steps, frames = 3, np.random.default_rng(5).integers(0, 256, (2, 384, 384, 3), dtype=np.uint8)
-    prompt = video_question_prompt("What happens?", 1.0, [0.0, 0.5])
+    prompt = ChatFormat(pair.tok).video_question("What happens?", 1.0, [0.0, 0.5])
     params = SamplingParams(max_tokens=steps, temperature=0.0, logprobs=-1, ignore_eos=True)
-    out = pair.llm.generate({"prompt": prompt, "multi_modal_data": {"video": frames}}, params)[0]
-    ids = expand_video_placeholders(
-        pair.tok(prompt)["input_ids"], pair.ref.config.video_token_id, [pair.ref.num_video_tokens(2)]
-    )
+    out = pair.llm.generate({"prompt_token_ids": prompt, "multi_modal_data": {"video": frames}}, params)[0]
+    ids = expand_video_placeholders(prompt, pair.ref.config.video_token_id, [pair.ref.num_video_tokens(2)])
     assert list(out.prompt_token_ids) == ids  # 2 x 182 placeholders, from the shared layout function
     tokens = list(out.outputs[0].token_ids)
     pv = frames_to_pixel_values(frames, pair.ref.config.image_size)
