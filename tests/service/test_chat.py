@@ -88,8 +88,8 @@ def test_chat_with_a_data_url_video_and_a_system_prompt(client, videos, tmp_path
     visual = 4 * 4 * 5  # tiny grid 9 pooled to 4x4, a newline closing each row, 4 frames
     first, again, other = ask(videos["other"]), ask(videos["other"]), ask(plain)
     assert first.prompt_tokens == again.prompt_tokens == other.prompt_tokens > visual
-    assert again.model_extra["cached_tokens"] >= visual  # the video's tokens, in whole KV blocks
-    assert other.model_extra["cached_tokens"] < visual  # different frames: the video's blocks are not reused
+    assert again.prompt_tokens_details.cached_tokens >= visual  # the video's tokens, in whole KV blocks
+    assert other.prompt_tokens_details.cached_tokens < visual  # different frames: the video's blocks are not reused
 
 
 def test_text_only_chat_works(client) -> None:
