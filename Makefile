@@ -5,10 +5,11 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export VLLM_TARGET_DEVICE ?= cpu
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast lint serve bench demo-checkpoint clean
+.PHONY: setup test test-fast lint serve bench demo-checkpoint clean images images-gpu stack-up stack-down
 
 setup: $(VENV)/.installed
 	@scripts/ensure-redis.sh
+	@scripts/ensure-containers.sh
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/install-helm.sh
 	scripts/setup.sh
@@ -16,13 +17,31 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/install-helm.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint docker/Dockerfile
 
+# The deploy tests (marker `deploy`) build the CPU images and run docker/compose.yaml's stack themselves.
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint docker/Dockerfile
 	$(PY) -m pytest -q -ra
 
 test-fast: setup
-	$(PY) -m pytest -q -ra -m "not parity and not engine and not slow"
+	$(PY) -m pytest -q -ra -m "not parity and not engine and not slow and not deploy"
+
+# Images (docker/Dockerfile; podman where no docker daemon answers): gateway, engine-cpu (+ a local redis image
+# when the base is built here). GPU images: `make images-gpu` (several GB of CUDA wheels).
+images: setup
+	scripts/images.sh
+
+images-gpu: setup
+	IMAGES="engine train" scripts/images.sh
+
+# docker/compose.yaml: redis, one engine-cpu, gateways on :8001 and :8002. Returns when ready / gone.
+stack-up: setup
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
 
 serve: setup
 	$(VENV)/bin/videoqa serve

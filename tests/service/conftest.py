@@ -20,6 +20,9 @@ from videoqa.video.testing import make_test_video
 
 pytestmark = pytest.mark.engine
 
+ENGINE_TOKEN = "test-engine-token"
+"""The session engine's VIDEOQA_ENGINE_API_TOKEN; gateways started here send it."""
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -116,7 +119,7 @@ def engine_url(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     log = (tmp_path_factory.mktemp("engine") / "engine.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoqa.cli", "engine", "--model", str(tiny_checkpoint), "--port", str(port)],
-        env=_env(dtype="float32", max_model_len="4096"),
+        env=_env(dtype="float32", max_model_len="4096", engine_api_token=ENGINE_TOKEN),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -149,6 +152,7 @@ def start_gateway(engine_url: str, tiny_checkpoint: Path, tmp_path_factory) -> I
         workdir = tmp_path_factory.mktemp("gateway")
         settings = {
             "engine_url": engine_url,
+            "engine_api_token": ENGINE_TOKEN,
             "model": str(tiny_checkpoint),
             "data_dir": str(workdir / "data"),
             "decode_workers": "1",

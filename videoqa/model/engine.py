@@ -15,11 +15,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from videoqa.model.config import LlavaVideoConfig
+if TYPE_CHECKING:  # the config module imports transformers, which the split-mode gateway does not install
+    from videoqa.model.config import LlavaVideoConfig
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -182,6 +183,8 @@ class LocalEngine:
         enable_prefix_caching: bool = True,
         seed: int = 0,
     ) -> None:
+        from videoqa.model.config import LlavaVideoConfig
+
         self.checkpoint = Path(checkpoint)
         self.config = LlavaVideoConfig.from_pretrained(self.checkpoint)
         self.model_name = model_name or self.checkpoint.name

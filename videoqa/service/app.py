@@ -8,12 +8,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from videoqa.model.chat import ChatFormat
-from videoqa.model.engine import VideoQAEngine
 from videoqa.service import errors
 from videoqa.service.metrics import Metrics
 from videoqa.service.requests import RequestIdMiddleware, noted
@@ -22,6 +22,9 @@ from videoqa.service.serving import VideoQAService
 from videoqa.service.settings import Settings
 from videoqa.service.state import create_state
 from videoqa.video import DecodeLimits, DecodePool
+
+if TYPE_CHECKING:
+    from videoqa.model.engine import VideoQAEngine
 
 log = logging.getLogger("videoqa.service")
 access_log = logging.getLogger("videoqa.access")
@@ -76,7 +79,7 @@ def _make_engine(settings: Settings) -> tuple[VideoQAEngine, ChatFormat | None]:
         from videoqa.service.engine_client import RemoteEngine
 
         chat_format = ChatFormat.from_pretrained(settings.model) if settings.model else None
-        return RemoteEngine(settings.engine_url), chat_format
+        return RemoteEngine(settings.engine_url, token=settings.engine_api_token), chat_format
     engine = settings.local_engine()
     return engine, ChatFormat.from_pretrained(engine.checkpoint)
 

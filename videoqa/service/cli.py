@@ -57,6 +57,17 @@ def engine(
     from videoqa.service.engine_server import create_engine_app
     from videoqa.service.settings import Settings
 
-    local = Settings().local_engine(model)
+    settings = Settings()
+    local = settings.local_engine(model)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_engine_app(local), host=host, port=port, log_level="info")
+    if not settings.engine_api_token:
+        logging.getLogger("videoqa.engine").warning(
+            "VIDEOQA_ENGINE_API_TOKEN is not set: anyone who can reach port %d can use this engine", port
+        )
+    uvicorn.run(
+        create_engine_app(local, token=settings.engine_api_token),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        log_level="info",
+    )

@@ -3,12 +3,16 @@
 
 GET /healthz (alive) and /readyz (engine loaded; 503 before) for probes; GET /internal/info.
 POST /internal/generate  body = 4-byte header length + JSON header + .npy frames; answers NDJSON chunks.
-A client that disconnects aborts its request in vLLM. Not for the public internet: put it on a private network.
+A client that disconnects aborts its request in vLLM. Not for the public internet: put it on a private network,
+and set a shared token (VIDEOQA_ENGINE_API_TOKEN, on the engine and its gateways): every /internal route but
+/internal/health (probes call it, /healthz and /readyz; they tell only whether the engine is up) then needs
+`Authorization: Bearer <token>` and answers 401 without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import io
 import json
 import logging
@@ -17,10 +21,11 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from videoqa.model.engine import TOKENIZER_FILES, GenerationRequest, LocalEngine
+from videoqa.service import errors
 
 log = logging.getLogger("videoqa.engine")
 
@@ -44,7 +49,22 @@ def decode_request(body: bytes) -> GenerationRequest:
     return GenerationRequest(frames=frames, **header)
 
 
-def create_engine_app(engine: LocalEngine) -> FastAPI:
+def create_engine_app(engine: LocalEngine, token: str = "") -> FastAPI:
+    """The internal engine API; with a `token`, callers must send it as a bearer token (401 otherwise)."""
+
+    async def authorize(request: Request) -> None:
+        if not token:
+            return
+        sent = request.headers.get("authorization", "")
+        scheme, _, value = sent.partition(" ")
+        # Constant-time comparison: the token guards the GPUs.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise errors.APIError(
+                401,
+                "missing or wrong engine token: send `Authorization: Bearer <VIDEOQA_ENGINE_API_TOKEN>`",
+                "invalid_engine_token",
+            )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await engine.start()
@@ -52,6 +72,8 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
         await engine.stop()
 
     app = FastAPI(title="videoqa engine (internal)", lifespan=lifespan)
+    errors.install(app)
+    guarded = [Depends(authorize)]
 
     # The same probe paths as the gateway's, so a cluster probes every videoqa process alike: the server only
     # listens once the model is loaded (the lifespan awaits engine.start()), so a startup probe covers loading.
@@ -67,7 +89,7 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
     async def health() -> JSONResponse:
         return JSONResponse({"ready": engine.ready()}, status_code=200 if engine.ready() else 503)
 
-    @app.get("/internal/info")
+    @app.get("/internal/info", dependencies=guarded)
     async def info() -> dict:
         return {
             "model_name": engine.model_name,
@@ -78,18 +100,18 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
             "ready": engine.ready(),
         }
 
-    @app.get("/internal/metrics")
+    @app.get("/internal/metrics", dependencies=guarded)
     async def metrics() -> PlainTextResponse:
         """The engine's vllm:* Prometheus series; gateways append them to their own /metrics."""
         return PlainTextResponse(await engine.metrics_text())
 
-    @app.get("/internal/tokenizer")
+    @app.get("/internal/tokenizer", dependencies=guarded)
     async def tokenizer() -> dict[str, str]:
         """The checkpoint's tokenizer files, so gateways render the same chat template without a local copy."""
         files = (engine.checkpoint / name for name in TOKENIZER_FILES)
         return {path.name: path.read_text() for path in files if path.is_file()}
 
-    @app.post("/internal/generate")
+    @app.post("/internal/generate", dependencies=guarded)
     async def generate(request: Request) -> StreamingResponse:
         req = decode_request(await request.body())
 
@@ -100,7 +122,7 @@ def create_engine_app(engine: LocalEngine) -> FastAPI:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
-    @app.post("/internal/abort/{request_id}")
+    @app.post("/internal/abort/{request_id}", dependencies=guarded)
     async def abort(request_id: str) -> dict:
         await engine.abort(request_id)
         return {"aborted": request_id}

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     """Name reported by /v1/models and accepted in requests (default: the checkpoint dir's name)."""
     engine_url: str | None = None
     """Split mode: talk to a `videoqa engine` at this URL instead of running the engine in-process."""
+    engine_api_token: str = ""
+    """Split mode's shared secret: `videoqa engine` refuses internal calls without it (401) and gateways send it.
+    Empty = no check (only on a network nothing else can reach)."""
     dtype: str = "auto"
     """Engine dtype (auto | float32 | bfloat16 | float16)."""
     max_model_len: int | None = Field(default=None, ge=256)
