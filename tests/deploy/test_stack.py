@@ -28,8 +28,8 @@ def upload(gateway: str, path: Path) -> str:
     return resp.json()["id"]
 
 
-@pytest.mark.parametrize("module", ["torch", "transformers", "vllm"])
-def test_gateway_image_has_no_torch_transformers_vllm(stack: Stack, module: str) -> None:
+@pytest.mark.parametrize("module", ["torch", "vllm"])
+def test_gateway_image_has_no_torch_or_vllm(stack: Stack, module: str) -> None:
     run = stack.run("run", "--rm", "localhost/videoqa-gateway:dev", "python", "-c", f"import {module}", check=False)
     assert run.returncode != 0
     assert f"No module named '{module}'" in run.stderr
