@@ -12,12 +12,14 @@ import logging
 import multiprocessing as mp
 import os
 import resource
+import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from videoqa.proc import set_parent_death_signal, watch_pid
 from videoqa.video.animated import CONTAINER as ANIMATED_WEBP
 from videoqa.video.animated import image_as_video
 from videoqa.video.errors import DecoderCrashedError, DecodeTimeoutError, VideoTooLargeError
@@ -27,7 +29,11 @@ from videoqa.video.types import DecodeLimits, SampledVideo, SamplingSpec, VideoI
 log = logging.getLogger(__name__)
 
 
-def _init_worker(max_memory_bytes: int) -> None:
+def _init_worker(max_memory_bytes: int, owner_pid: int) -> None:
+    # The worker's parent is the forkserver, not the pool's owner, and it blocks on a queue it holds both ends
+    # of: without these it outlives a SIGKILLed or SIGTERMed owner (and keeps the forkserver alive with it).
+    watch_pid(owner_pid, grace_s=2.0)
+    set_parent_death_signal(signal.SIGKILL)  # the forkserver is single-threaded, so "parent thread" is safe here
     # Cap the worker's address space so a decompression bomb fails inside it with MemoryError.
     if max_memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory_bytes, max_memory_bytes))
@@ -48,7 +54,10 @@ class DecodePool:
         # forkserver: workers never inherit a threaded server's state (vLLM, uvicorn) through fork.
         ctx = mp.get_context("forkserver")
         return ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.limits.max_memory_bytes,)
+            self.workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self.limits.max_memory_bytes, os.getpid()),
         )
 
     def _restart(self, broken: ProcessPoolExecutor) -> None:
