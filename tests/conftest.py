@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -37,3 +38,63 @@ def make_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[.
 def tiny_checkpoint(make_tiny_checkpoint: Callable[..., Path]) -> Path:
     """A random tiny checkpoint with the default LLaVA-Video layout (average, grid, s=1)."""
     return make_tiny_checkpoint()
+
+
+# ---- no stray processes -------------------------------------------------------------------------------------
+# This process becomes a "child subreaper" (prctl PR_SET_CHILD_SUBREAPER), so a process orphaned by anything a
+# test started (a killed gateway's decode workers, an engine's core) is re-parented here instead of to init and
+# the check at the end of the session sees it.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _expected_helpers() -> set[int]:
+    """multiprocessing's own helpers of this process: they exit with it (EOF on pipes only it holds)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+    }
+    return {p for p in pids if p}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _become_subreaper()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if any process started by the tests (or orphaned by one) is still running after every
+    fixture has been torn down. Runs after session-scoped teardown (servers, engines, gateways)."""
+    import psutil
+
+    from tests.procs import describe, wait_gone
+
+    me = psutil.Process()
+    expected = _expected_helpers()
+    candidates = [p for p in me.children(recursive=True) if p.pid not in expected]
+    left = wait_gone(candidates, timeout=30)  # some are still on their way out (SIGTERM grace periods)
+    for child in me.children():
+        if child.status() == psutil.STATUS_ZOMBIE:  # re-parented orphans that have exited: reap them
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, os.WNOHANG)
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"processes left running after the test session (now killed): {describe(left)}"
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(message, red=True)
+    for proc in left:  # ours: started by the tests, or orphaned by what they started
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

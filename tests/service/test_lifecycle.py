@@ -11,6 +11,7 @@ import time
 
 import httpx
 
+from tests.procs import describe, descendants, wait_gone
 from tests.service.conftest import _env, free_port, wait_http
 
 
@@ -48,6 +49,8 @@ def test_embedded_default_model_serves_and_sigterm_finishes_in_flight_requests(t
         while _queue_depth(url) < 1:  # the request is in the engine
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        helpers = descendants(proc.pid)  # vLLM's engine core, the decode forkserver and its worker
+        assert len(helpers) >= 3, describe(helpers)
         proc.send_signal(signal.SIGTERM)
         worker.join(120)
         assert result["response"].status_code == 200, result["response"].text
@@ -55,6 +58,8 @@ def test_embedded_default_model_serves_and_sigterm_finishes_in_flight_requests(t
         # uvicorn re-raises SIGTERM after its clean shutdown, so the status is "killed by SIGTERM", not a crash.
         assert proc.wait(90) in (0, -signal.SIGTERM)
         assert "Application shutdown complete" in log.read_text()
+        left = wait_gone(helpers, timeout=60)
+        assert not left, f"left running after the gateway's SIGTERM: {describe(left)}"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -107,6 +107,45 @@ async def test_file_registry(state: State) -> None:
     assert await state.file_delete("file-1") is False
 
 
+async def test_file_registry_is_per_tenant(state: State) -> None:
+    meta = {"id": "f", "bytes": 1}
+    await state.file_put("f", meta, tenant="alice")
+    assert await state.file_get("f", tenant="bob") is None  # same content id, another tenant: not visible
+    assert await state.file_delete("f", tenant="bob") is False
+    await state.file_put("f", meta, tenant="bob")
+    assert await state.file_delete("f", tenant="alice") is True
+    assert await state.file_get("f", tenant="alice") is None
+    assert await state.file_get("f", tenant="bob") == meta  # alice's delete leaves bob's entry...
+    assert await state.file_in_use("f") is True  # ...and so the shared bytes
+    assert await state.file_delete("f", tenant="bob") is True
+    assert await state.file_in_use("f") is False
+
+
+async def test_jobs_list_per_tenant_and_cancel(state: State) -> None:
+    await state.job_submit("a1", {"i": 1}, tenant="alice")
+    await state.job_submit("b1", {"i": 2}, tenant="bob")
+    await state.job_submit("a2", {"i": 3}, tenant="alice")
+    assert (await state.job_get("b1")).tenant == "bob"  # type: ignore[union-attr]
+    assert [j.id for j in await state.job_list("alice")] == ["a2", "a1"]  # newest first, only alice's
+    assert [j.id for j in await state.job_list("bob")] == ["b1"]
+    assert {j.id for j in await state.job_list(None)} == {"a1", "a2", "b1"}  # operators: everyone's
+    assert [j.id for j in await state.job_list(None, limit=2)] == ["a2", "b1"]
+
+    claimed = await state.job_claim("w1", lease_s=30)  # a1: the oldest
+    assert claimed is not None and claimed.id == "a1"
+    assert (await state.job_cancel("a1")).status == "cancelled"  # type: ignore[union-attr]  # running
+    assert (await state.job_cancel("b1")).status == "cancelled"  # type: ignore[union-attr]  # queued
+    assert await state.job_cancel("missing") is None
+    assert not await state.job_heartbeat("a1", "w1", 30)  # the worker lost its lease
+    nxt = await state.job_claim("w1", lease_s=30)
+    assert nxt is not None and nxt.id == "a2"  # b1 left the queue
+    assert await state.job_claim("w1", lease_s=30) is None
+    await state.job_complete("a2", "w1", {"answer": "x"})
+    assert (await state.job_cancel("a2")).status == "succeeded"  # type: ignore[union-attr]  # finished: unchanged
+    assert [j.id for j in await state.job_list("alice", status="cancelled")] == ["a1"]
+    assert await state.job_requeue_expired() == 0  # a cancelled job's lease is gone: never requeued
+
+
 async def _burst(state: State, n: int, limit: int, window_s: float) -> list:
     """n hits on a fresh key, all inside one window: a burst that straddled a window edge is redone on a new
     key, so the test does not depend on where in the window it starts."""

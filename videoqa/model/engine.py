@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from videoqa.proc import exit_with_parent_on_fork
+
 if TYPE_CHECKING:  # the config module imports transformers, which the split-mode gateway does not install
     from videoqa.model.config import LlavaVideoConfig
 
@@ -220,6 +222,9 @@ class LocalEngine:
             # document (vLLM applies this engine-wide, not per request).
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
+        # vLLM forks its engine core (from the thread below, so PR_SET_PDEATHSIG would follow that thread, not
+        # this process): make forked children watch this process and exit with it, even when it is SIGKILLed.
+        exit_with_parent_on_fork()
         # Building the engine blocks for tens of seconds (profiling, compilation): keep the loop free.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
 

@@ -156,6 +156,7 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
         if metrics is not None:
             metrics.requests.labels(path, request.method, str(response.status_code)).inc()
             metrics.latency.labels(path).observe(elapsed)
+        # The audit line names the tenant (noted by deps.authorize: its name, never the key).
         fields = {
             "route": path,
             "method": request.method,
@@ -163,7 +164,15 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
             "seconds": round(elapsed, 4),
             **noted(),
         }
-        access_log.info("%s %s %s %.3fs", request.method, path, response.status_code, elapsed, extra={"fields": fields})
+        access_log.info(
+            "%s %s %s %.3fs tenant=%s",
+            request.method,
+            path,
+            response.status_code,
+            elapsed,
+            fields.get("tenant", "-"),
+            extra={"fields": fields},
+        )
         return response
 
     app.add_middleware(BodyLimit, settings=settings)

@@ -43,6 +43,7 @@ def serve(
         port=settings.port,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         log_level="info",
+        access_log=False,  # the gateway logs each request itself, with the tenant (app.py)
     )
 
 

@@ -1,36 +1,53 @@
-"""FastAPI dependencies: the service object, auth and rate limits."""
+"""FastAPI dependencies: the service object, auth (API key -> tenant) and rate limits."""
 
 from __future__ import annotations
 
 from fastapi import Depends, Request
 
 from videoqa.service.errors import APIError
+from videoqa.service.requests import note
 from videoqa.service.serving import VideoQAService
+from videoqa.service.tenants import ANONYMOUS, Principal, hash_key
 
 
 def get_service(request: Request) -> VideoQAService:
     return request.app.state.service
 
 
-async def authorize(request: Request) -> str:
-    """Bearer API key check (open when VIDEOQA_API_KEYS is empty); returns the caller's rate-limit identity."""
+async def authorize(request: Request) -> Principal:
+    """Bearer API key -> the calling tenant (or an operator). Without tenant keys every caller is `anonymous`.
+
+    Only the key's sha256 is compared (the configured hashes), and the key itself is never stored or logged.
+    """
     settings = request.app.state.settings
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    if settings.keys and key not in settings.keys:
+    digest = hash_key(key) if key else ""
+    principal: Principal | None = None
+    if digest in settings.admin_keyring:
+        name = settings.admin_keyring[digest]
+        principal = Principal(tenant=name, admin=True, rate_key=f"admin:{name}")
+    elif digest in settings.tenant_keys:
+        name = settings.tenant_keys[digest]
+        principal = Principal(tenant=name, rate_key=f"tenant:{name}")
+    elif not settings.tenant_keys:
+        client = request.client.host if request.client else "unknown"
+        principal = Principal(tenant=ANONYMOUS, rate_key=f"ip:{client}")
+    if principal is None:
         raise APIError(
             401,
             "missing or invalid API key; send 'Authorization: Bearer <key>'",
             "invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return f"key:{key}" if key else f"ip:{request.client.host if request.client else 'unknown'}"
+    note(tenant=principal.tenant)  # for the request's log lines (app.py)
+    return principal
 
 
-async def rate_limit(request: Request, identity: str = Depends(authorize)) -> str:
+async def rate_limit(request: Request, principal: Principal = Depends(authorize)) -> Principal:
     settings = request.app.state.settings
     if settings.rate_limit_per_minute > 0:
-        decision = await request.app.state.state.rate_hit(identity, settings.rate_limit_per_minute, 60.0)
+        decision = await request.app.state.state.rate_hit(principal.rate_key, settings.rate_limit_per_minute, 60.0)
         if not decision.allowed:
             request.app.state.metrics.rejected.labels("rate_limited").inc()
             retry = max(int(decision.retry_after_s + 0.999), 1)
@@ -40,4 +57,4 @@ async def rate_limit(request: Request, identity: str = Depends(authorize)) -> st
                 "rate_limit_exceeded",
                 headers={"Retry-After": str(retry)},
             )
-    return identity
+    return principal

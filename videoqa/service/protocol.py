@@ -269,9 +269,16 @@ class JobRequest(VideoSource, SamplingFields, GenerationFields):
 class JobObject(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     attempts: int
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     created: float
     updated: float
+    tenant: str
+    """The tenant that submitted it (its own name for a tenant; operators see whose job it is)."""
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject]

@@ -108,8 +108,9 @@ class VideoQAService:
             )
         return self.files_dir / f"{file_id}.video"
 
-    async def register(self, tmp: Path, sha: str) -> FileObject:
-        """Probe a downloaded/uploaded temp file, keep it under its content hash, and register it."""
+    async def register(self, tmp: Path, sha: str, tenant: str) -> FileObject:
+        """Probe a downloaded/uploaded temp file, keep it under its content hash, and register it for `tenant`
+        (the bytes are shared by every tenant that sends the same content; the registry entry is not)."""
         try:
             info = await self.pool.probe(tmp)
         except Exception:
@@ -118,14 +119,14 @@ class VideoQAService:
         final = self._file_path(sha)
         os.replace(tmp, final)  # same content -> same name: re-uploads are idempotent
         meta = info.public() | {"id": sha, "created_at": int(time.time()), "keyframes": info.keyframes}
-        await self.state.file_put(sha, meta)
+        await self.state.file_put(sha, meta, tenant)
         return self.file_object(meta)
 
     @staticmethod
     def file_object(meta: dict[str, Any]) -> FileObject:
         return FileObject(**{k: meta[k] for k in FileObject.model_fields if k in meta})
 
-    async def save_upload(self, upload: Any) -> FileObject:
+    async def save_upload(self, upload: Any, tenant: str) -> FileObject:
         """Stream an UploadFile to disk while hashing it (the size cap is enforced by the body middleware)."""
         tmp = self.tmp_dir / uuid.uuid4().hex
         digest = hashlib.sha256()
@@ -133,35 +134,35 @@ class VideoQAService:
             while chunk := await upload.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-        return await self.register(tmp, digest.hexdigest())
+        return await self.register(tmp, digest.hexdigest(), tenant)
 
-    async def get_file(self, file_id: str) -> dict[str, Any]:
+    async def get_file(self, file_id: str, tenant: str) -> dict[str, Any]:
+        """The tenant's registry entry for `file_id`; another tenant's file is a 404 like an unknown one."""
         path = self._file_path(file_id)
-        meta = await self.state.file_get(file_id)
+        meta = await self.state.file_get(file_id, tenant)
         if meta is None or not path.exists():
             raise APIError(
                 404, f"no file with id {file_id!r}; upload it with POST /v1/files", "file_not_found", "file_id"
             )
         return meta
 
-    async def delete_file(self, file_id: str) -> bool:
+    async def delete_file(self, file_id: str, tenant: str) -> bool:
         path = self._file_path(file_id)
-        existed = await self.state.file_delete(file_id)
-        if path.exists():
-            path.unlink()
-            existed = True
-        if not existed:
+        if not await self.state.file_delete(file_id, tenant):
             raise APIError(404, f"no file with id {file_id!r}", "file_not_found", "file_id")
+        # The bytes go with the last tenant's entry: another tenant that uploaded the same content keeps it.
+        if not await self.state.file_in_use(file_id):
+            path.unlink(missing_ok=True)
         return True
 
-    async def resolve(self, source: VideoSource) -> tuple[Path, dict[str, Any]]:
+    async def resolve(self, source: VideoSource, tenant: str) -> tuple[Path, dict[str, Any]]:
         if source.file_id is not None:
-            meta = await self.get_file(source.file_id)
+            meta = await self.get_file(source.file_id, tenant)
             return self._file_path(source.file_id), meta
         assert source.video_url is not None
         url = source.video_url
         if url.startswith("videoqa://files/"):
-            return await self.resolve(VideoSource(file_id=url.removeprefix("videoqa://files/")))
+            return await self.resolve(VideoSource(file_id=url.removeprefix("videoqa://files/")), tenant)
         opts = FetchOptions(
             max_bytes=self.settings.fetch_max_bytes,
             total_timeout_s=self.settings.fetch_timeout_s,
@@ -169,12 +170,12 @@ class VideoQAService:
             allow_cidrs=list(self.settings.fetch_allow_cidrs),
         )
         result = await fetch_to_file(url, self.tmp_dir / uuid.uuid4().hex, opts)
-        existing = await self.state.file_get(result.sha256)
+        existing = await self.state.file_get(result.sha256, tenant)
         if existing is not None and self._file_path(result.sha256).exists():
             result.path.unlink(missing_ok=True)
             return self._file_path(result.sha256), existing
-        obj = await self.register(result.path, result.sha256)
-        return self._file_path(obj.id), await self.get_file(obj.id)
+        obj = await self.register(result.path, result.sha256, tenant)
+        return self._file_path(obj.id), await self.get_file(obj.id, tenant)
 
     # ---- frames ------------------------------------------------------------------------------------
     def spec(self, fields: SamplingFields) -> SamplingSpec:
@@ -242,8 +243,15 @@ class VideoQAService:
         """The upload-time probe kept in the file registry (keyframe index included)."""
         return VideoInfo(**{k: meta[k] for k in VideoInfo.__dataclass_fields__ if k in meta})
 
-    async def frames(self, path: Path, sha: str, spec: SamplingSpec, info: VideoInfo | None = None) -> Frames:
+    async def frames(
+        self, path: Path, sha: str, spec: SamplingSpec, info: VideoInfo | None = None, tenant: str | None = None
+    ) -> Frames:
+        # Shared by default: the key is the content hash, and only a caller that holds those exact bytes (it
+        # uploaded or fetched them) reaches it, so a hit hands out nothing it could not decode itself. Scope
+        # "tenant" also hides the hit itself (docs/service.md).
         key = f"frames:{sha}:{spec.cache_key()}"
+        if self.settings.frame_cache_scope == "tenant":
+            key = f"frames:{tenant}:{sha}:{spec.cache_key()}"
         blob = await self.state.cache_get(key)
         if blob is not None:
             self.metrics.cache_hits.inc()
@@ -323,6 +331,8 @@ class VideoQAService:
         max_tokens: int,
         video_turn: int | None = None,
         image: bool = False,
+        *,
+        tenant: str,
     ) -> tuple[list[int], Frames | None, int]:
         """Prompt token ids for a conversation; the video (if any) opens turn `video_turn` (default: the last),
         followed by the time instruction with the real timestamps. With `image` the source is a still image,
@@ -337,14 +347,14 @@ class VideoQAService:
             frames = await self.image_frames(source.video_url)
             return ids, frames, visual
         if source is not None:
-            path, meta = await self.resolve(source)
+            path, meta = await self.resolve(source, tenant)
             spec = self.spec(sampling)
             planned = self.planned_frames(meta, spec)
             question = turns[idx].text
             # Budget check first, with placeholder timestamps of the planned length.
             turns[idx] = Turn("user", video_question_text(question, meta["duration"], [0.0] * planned), video=True)
             visual = self.check_budget(planned, self.chat.prompt_ids(turns), max_tokens)
-            frames = await self.frames(path, meta["id"], spec, self.video_info(meta))
+            frames = await self.frames(path, meta["id"], spec, self.video_info(meta), tenant)
             turns[idx] = Turn("user", video_question_text(question, frames.duration, frames.timestamps), video=True)
             return self.chat.prompt_ids(turns), frames, visual
         ids = self.chat.prompt_ids(turns)
@@ -365,10 +375,14 @@ class VideoQAService:
         usage = Usage.of(last, visual)
         return Answer(last.text, last.finish_reason, usage, frames, prompt_ids, logprobs, last)
 
-    async def ask(self, source: VideoSource, question: str, sampling: SamplingFields, gen: Any) -> Answer:
-        """One question about one video (REST QA, captions and jobs)."""
+    async def ask(
+        self, source: VideoSource, question: str, sampling: SamplingFields, gen: Any, *, tenant: str
+    ) -> Answer:
+        """One question about one video (REST QA, captions and jobs), with `tenant`'s files."""
         with self.admit():
-            prompt, frames, visual = await self.prepare(source, sampling, [Turn("user", question)], gen.max_tokens)
+            prompt, frames, visual = await self.prepare(
+                source, sampling, [Turn("user", question)], gen.max_tokens, tenant=tenant
+            )
             req = GenerationRequest(
                 prompt=prompt,
                 frames=frames.frames if frames else None,

@@ -6,8 +6,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from videoqa.service.tenants import check_keyrings, parse_keys
 
 
 class Settings(BaseSettings):
@@ -42,13 +44,17 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """text: readable lines for development; json: one JSON object per line (with the request id)."""
     api_keys: str = ""
-    """Comma-separated API keys accepted as `Authorization: Bearer KEY`; empty = no auth."""
+    """Tenant API keys, comma-separated, sent as `Authorization: Bearer KEY`. Each entry is `NAME:SHA256HEX`
+    (tenant NAME; the sha256 hex digest of its key, so the key itself is stored nowhere) or, for development, the
+    plain key (tenant `key-` + 8 hex digits of its hash). Empty = no auth: one tenant, `anonymous`."""
+    admin_keys: str = ""
+    """Operator keys, same format, kept apart from tenant keys: they list, read and cancel every tenant's jobs."""
     max_upload_bytes: int = 1024**3
     """Largest video upload (multipart), in bytes (413 beyond)."""
     max_json_bytes: int = 64 * 1024**2
     """Largest JSON body (data: URLs included), in bytes (413 beyond)."""
     rate_limit_per_minute: int = 0
-    """Requests per API key (or client address) per minute; 0 = unlimited."""
+    """Requests per tenant (without keys: per client address) per minute; 0 = unlimited."""
     max_inflight: int = Field(default=32, ge=1)
     """Generation requests in flight in this gateway before it answers 503."""
     max_engine_queue: int = Field(default=64, ge=1)
@@ -79,6 +85,10 @@ class Settings(BaseSettings):
     """How long decoded frames stay cached."""
     frame_cache_max_bytes: int = 64 * 1024**2
     """Largest decoded-frame entry cached."""
+    frame_cache_scope: Literal["shared", "tenant"] = "shared"
+    """`shared`: tenants share decoded frames of identical videos (keyed by content hash: only a caller holding
+    the same bytes can hit an entry). `tenant`: one cache per tenant, so cache hits and their latency cannot tell
+    a tenant that another one has sent the same video (docs/service.md)."""
 
     # --- URL fetching ------------------------------------------------------------------------------
     fetch_max_bytes: int = 512 * 1024**2
@@ -102,9 +112,20 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1)
     """Attempts before a job is marked failed."""
 
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        check_keyrings(self.tenant_keys, self.admin_keyring)  # bad entries fail at startup, not per request
+        return self
+
     @cached_property
-    def keys(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+    def tenant_keys(self) -> dict[str, str]:
+        """sha256 hex digest of each tenant key -> tenant name."""
+        return parse_keys(self.api_keys, "api_keys")
+
+    @cached_property
+    def admin_keyring(self) -> dict[str, str]:
+        """sha256 hex digest of each admin key -> operator name."""
+        return parse_keys(self.admin_keys, "admin_keys")
 
     def local_engine(self, checkpoint: str | Path | None = None):
         """The in-process vLLM engine these settings describe (embedded `serve` and `videoqa engine`)."""

@@ -24,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from videoqa.service.tenants import ANONYMOUS
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ class RateDecision:
 @dataclass
 class JobRecord:
     id: str
-    status: str  # queued | running | succeeded | failed
+    status: str  # queued | running | succeeded | failed | cancelled
     payload: dict[str, Any]
     attempts: int = 0
     result: dict[str, Any] | None = None
@@ -49,6 +51,7 @@ class JobRecord:
     worker: str | None = None
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
+    tenant: str = ANONYMOUS
 
     def public(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,7 +82,7 @@ class MemoryState:
         # LRU order: without a total bound every decoded video would stay in this process's memory forever.
         self._cache: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
         self._cache_bytes = 0
-        self._files: dict[str, dict[str, Any]] = {}
+        self._files: dict[tuple[str, str], dict[str, Any]] = {}  # (tenant, file id) -> metadata
         self._windows: dict[str, tuple[int, int]] = {}
         self._jobs: dict[str, JobRecord] = {}
         self._queue: list[str] = []
@@ -123,16 +126,20 @@ class MemoryState:
         if item is not None:
             self._cache_bytes -= len(item[0])
 
-    # files
-    async def file_put(self, file_id: str, meta: dict[str, Any]) -> None:
-        self._files[file_id] = dict(meta)
+    # files: registry entries are per tenant; the bytes on disk (named by content hash) are shared
+    async def file_put(self, file_id: str, meta: dict[str, Any], tenant: str = ANONYMOUS) -> None:
+        self._files[(tenant, file_id)] = dict(meta)
 
-    async def file_get(self, file_id: str) -> dict[str, Any] | None:
-        meta = self._files.get(file_id)
+    async def file_get(self, file_id: str, tenant: str = ANONYMOUS) -> dict[str, Any] | None:
+        meta = self._files.get((tenant, file_id))
         return dict(meta) if meta is not None else None
 
-    async def file_delete(self, file_id: str) -> bool:
-        return self._files.pop(file_id, None) is not None
+    async def file_delete(self, file_id: str, tenant: str = ANONYMOUS) -> bool:
+        return self._files.pop((tenant, file_id), None) is not None
+
+    async def file_in_use(self, file_id: str) -> bool:
+        """Whether any tenant still has this content registered (its bytes must stay on disk)."""
+        return any(fid == file_id for _, fid in self._files)
 
     # rate limits (fixed windows)
     async def rate_hit(self, key: str, limit: int, window_s: float) -> RateDecision:
@@ -147,10 +154,10 @@ class MemoryState:
         return RateDecision(count <= limit, max(limit - count, 0), retry if count > limit else 0.0)
 
     # jobs
-    async def job_submit(self, job_id: str, payload: dict[str, Any]) -> JobRecord:
+    async def job_submit(self, job_id: str, payload: dict[str, Any], tenant: str = ANONYMOUS) -> JobRecord:
         async with self._lock:
             if job_id not in self._jobs:
-                self._jobs[job_id] = JobRecord(job_id, "queued", payload)
+                self._jobs[job_id] = JobRecord(job_id, "queued", payload, tenant=tenant)
                 self._queue.insert(0, job_id)
             return self._jobs[job_id]
 
@@ -205,6 +212,26 @@ class MemoryState:
         job = self._jobs.get(job_id)
         return JobRecord(**asdict(job)) if job else None
 
+    async def job_list(self, tenant: str | None, status: str | None = None, limit: int = 100) -> list[JobRecord]:
+        """Newest first; `tenant` None = every tenant's (operators)."""
+        jobs = sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
+        picked = [j for j in jobs if (tenant is None or j.tenant == tenant) and (status is None or j.status == status)]
+        return [JobRecord(**asdict(j)) for j in picked[:limit]]
+
+    async def job_cancel(self, job_id: str) -> JobRecord | None:
+        """A queued or running job becomes "cancelled" (a running one's worker loses its lease, so its late result
+        or failure is refused); a finished one is left as it is. None if there is no such job."""
+        async with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if job.status in ("queued", "running"):
+                job.status, job.updated = "cancelled", time.time()
+                self._leases.pop(job_id, None)
+                if job_id in self._queue:
+                    self._queue.remove(job_id)
+            return JobRecord(**asdict(job))
+
     async def job_requeue_expired(self) -> int:
         async with self._lock:
             now, moved = time.time(), 0
@@ -237,8 +264,21 @@ class MemoryState:
 _SUBMIT = """
 local key = ARGV[1] .. ARGV[2]
 if redis.call('HSETNX', key, 'payload', ARGV[3]) == 0 then return 0 end
-redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'created', ARGV[4], 'updated', ARGV[4])
+redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'created', ARGV[4], 'updated', ARGV[4], 'tenant', ARGV[5])
 redis.call('LPUSH', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+return 1
+"""
+# Cancel: out of the queue and the lease set, so no worker claims it and the current one's lease is gone.
+_CANCEL = """
+local key = ARGV[1] .. ARGV[2]
+local status = redis.call('HGET', key, 'status')
+if status ~= 'queued' and status ~= 'running' then return 0 end
+redis.call('LREM', KEYS[1], 0, ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HSET', key, 'status', 'cancelled', 'updated', ARGV[3])
+redis.call('EXPIRE', key, ARGV[4])
 return 1
 """
 _CLAIM = """
@@ -343,6 +383,7 @@ class RedisState:
         self._requeue = self._redis.register_script(_REQUEUE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
         self._submit = self._redis.register_script(_SUBMIT)
+        self._cancel = self._redis.register_script(_CANCEL)
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.ns, *parts))
@@ -401,32 +442,51 @@ class RedisState:
             px = max(1, int(ttl_s * 1000)) if ttl_s else None
             await self._call(self._redis.set, self._k("cache", key), value, px=px)
 
-    # files: write-through to a local copy so this gateway still finds its own uploads during an outage
-    async def file_put(self, file_id: str, meta: dict[str, Any]) -> None:
-        await self._local.file_put(file_id, meta)
-        with contextlib.suppress(StateUnavailableError):
-            await self._call(self._redis.set, self._k("file", file_id), json.dumps(meta))
+    # files: per-tenant entries `file:<tenant>:<id>` plus `filerefs:<id>` (the tenants holding that content, so
+    # the shared bytes on disk are removed only with the last entry); write-through to a local copy so this
+    # gateway still finds its own uploads during an outage
+    async def _file_register(self, file_id: str, meta: dict[str, Any], tenant: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._k("file", tenant, file_id), json.dumps(meta))
+        pipe.sadd(self._k("filerefs", file_id), tenant)
+        await self._call(pipe.execute)
 
-    async def file_get(self, file_id: str) -> dict[str, Any] | None:
+    async def file_put(self, file_id: str, meta: dict[str, Any], tenant: str = ANONYMOUS) -> None:
+        await self._local.file_put(file_id, meta, tenant)
+        with contextlib.suppress(StateUnavailableError):
+            await self._file_register(file_id, meta, tenant)
+
+    async def file_get(self, file_id: str, tenant: str = ANONYMOUS) -> dict[str, Any] | None:
         try:
-            raw = await self._call(self._redis.get, self._k("file", file_id))
+            raw = await self._call(self._redis.get, self._k("file", tenant, file_id))
         except StateUnavailableError:
-            return await self._local.file_get(file_id)
+            return await self._local.file_get(file_id, tenant)
         if raw:
             return json.loads(raw)
         # A Redis that restarted empty forgets uploads this gateway still holds: re-register them.
-        local = await self._local.file_get(file_id)
+        local = await self._local.file_get(file_id, tenant)
         if local is not None:
             with contextlib.suppress(StateUnavailableError):
-                await self._call(self._redis.set, self._k("file", file_id), json.dumps(local))
+                await self._file_register(file_id, local, tenant)
         return local
 
-    async def file_delete(self, file_id: str) -> bool:
-        local = await self._local.file_delete(file_id)
+    async def file_delete(self, file_id: str, tenant: str = ANONYMOUS) -> bool:
+        local = await self._local.file_delete(file_id, tenant)
         try:
-            return bool(await self._call(self._redis.delete, self._k("file", file_id))) or local
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self._k("file", tenant, file_id))
+            pipe.srem(self._k("filerefs", file_id), tenant)
+            deleted, _ = await self._call(pipe.execute)
+            return bool(deleted) or local
         except StateUnavailableError:
             return local
+
+    async def file_in_use(self, file_id: str) -> bool:
+        """Whether any tenant still has this content registered; during an outage, assume so (keep the bytes)."""
+        try:
+            return bool(await self._call(self._redis.scard, self._k("filerefs", file_id)))
+        except StateUnavailableError:
+            return True
 
     # rate limits: an outage falls back to this process's own windows
     async def rate_hit(self, key: str, limit: int, window_s: float) -> RateDecision:
@@ -444,11 +504,11 @@ class RedisState:
         return RateDecision(count <= limit, max(limit - count, 0), retry if count > limit else 0.0)
 
     # jobs: never faked
-    async def job_submit(self, job_id: str, payload: dict[str, Any]) -> JobRecord:
+    async def job_submit(self, job_id: str, payload: dict[str, Any], tenant: str = ANONYMOUS) -> JobRecord:
         await self._call(
             self._submit,
-            keys=[self._k("jobs", "queue")],
-            args=[self._k("job", ""), job_id, json.dumps(payload), time.time()],
+            keys=[self._k("jobs", "queue"), self._k("jobs", "tenant", tenant), self._k("jobs", "all")],
+            args=[self._k("job", ""), job_id, json.dumps(payload), time.time(), tenant],
         )
         job = await self.job_get(job_id)
         if job is None:  # only if the record expired between the two calls (result_ttl_s)
@@ -505,7 +565,40 @@ class RedisState:
             worker=d.get("worker"),
             created=float(d.get("created", 0)),
             updated=float(d.get("updated", 0)),
+            tenant=d.get("tenant", ANONYMOUS),
         )
+
+    async def job_list(self, tenant: str | None, status: str | None = None, limit: int = 100) -> list[JobRecord]:
+        """Newest first, from the per-tenant (or, for `tenant` None, the global) index of job ids; ids whose
+        record has expired (result_ttl_s) are dropped from the index on the way."""
+        index = self._k("jobs", "tenant", tenant) if tenant is not None else self._k("jobs", "all")
+        found: list[JobRecord] = []
+        start, page = 0, max(limit, 50)
+        while len(found) < limit:
+            ids = await self._call(self._redis.zrevrange, index, start, start + page - 1)
+            if not ids:
+                break
+            start += len(ids)
+            gone = []
+            for raw_id in ids:
+                job = await self.job_get(raw_id.decode())
+                if job is None:
+                    gone.append(raw_id)
+                elif status is None or job.status == status:
+                    found.append(job)
+            if gone:
+                await self._call(self._redis.zrem, index, *gone)
+                start -= len(gone)
+        return found[:limit]
+
+    async def job_cancel(self, job_id: str) -> JobRecord | None:
+        """Same as MemoryState.job_cancel; a cancelled record expires like a finished one."""
+        await self._call(
+            self._cancel,
+            keys=[self._k("jobs", "queue"), self._k("jobs", "leases")],
+            args=[self._k("job", ""), job_id, time.time(), self.result_ttl_s],
+        )
+        return await self.job_get(job_id)
 
     async def job_requeue_expired(self) -> int:
         return int(

@@ -32,6 +32,7 @@ from videoqa.service.protocol import (
 )
 from videoqa.service.requests import request_id
 from videoqa.service.serving import Frames, Slot, VideoQAService, cancel_on_disconnect
+from videoqa.service.tenants import Principal
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,12 @@ def _choices(body: ChatCompletionRequest, base: GenerationRequest) -> list[Gener
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, summary="OpenAI-compatible chat with video")
-async def chat(body: ChatCompletionRequest, request: Request, service: VideoQAService = Depends(get_service)):
+async def chat(
+    body: ChatCompletionRequest,
+    request: Request,
+    service: VideoQAService = Depends(get_service),
+    principal: Principal = Depends(rate_limit),
+):
     if body.model and body.model != service.engine.model_name:
         raise APIError(
             404,
@@ -140,7 +146,9 @@ async def chat(body: ChatCompletionRequest, request: Request, service: VideoQASe
     asked = body.max_completion_tokens or body.max_tokens
     slot = service.admit()  # held until the answers (or the whole stream) are done
     try:
-        prompt, frames, visual = await service.prepare(video, body, turns, asked or 1, video_turn, image)
+        prompt, frames, visual = await service.prepare(
+            video, body, turns, asked or 1, video_turn, image, tenant=principal.tenant
+        )
         # OpenAI's default: no cap below the context, so the answer may use all the room the prompt leaves.
         max_tokens = asked or service.room(prompt, visual)
         reqs = _choices(body, _generation(body, prompt, frames, max_tokens))
