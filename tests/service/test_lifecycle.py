@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from tests.procs import describe, descendants, wait_gone
+from tests.procs import descendants, describe, wait_gone
 from tests.service.conftest import _env, free_port, wait_http
 
 
