@@ -82,7 +82,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     me = psutil.Process()
     expected = _expected_helpers()
     candidates = [p for p in me.children(recursive=True) if p.pid not in expected]
-    left = wait_gone(candidates, timeout=30)  # some are still on their way out (SIGTERM grace periods)
+    left = wait_gone(candidates, timeout=60)  # some are still on their way out (SIGTERM grace periods)
     for child in me.children():
         if child.status() == psutil.STATUS_ZOMBIE:  # re-parented orphans that have exited: reap them
             with contextlib.suppress(ChildProcessError):

@@ -229,3 +229,23 @@ def test_wrong_keys_and_log_lines(setup: Setup) -> None:
     assert "tenant=alice" in text and f"tenant={BOB}" in text and "tenant=ops" in text
     for key in (ALICE_KEY, BOB_KEY, ADMIN_KEY):
         assert key not in text
+
+
+def test_key_configuration() -> None:
+    from videoqa.service.settings import Settings
+    from videoqa.service.tenants import parse_keys
+
+    ring = parse_keys(f"alice:{hash_key('k1')}, alice:{hash_key('k2').upper()} ,devkey")
+    assert ring == {
+        hash_key("k1"): "alice",
+        hash_key("k2"): "alice",
+        hash_key("devkey"): f"key-{hash_key('devkey')[:8]}",
+    }
+    with pytest.raises(ValueError, match="tenant name '-x'"):
+        parse_keys(f"-x:{hash_key('k')}")
+    with pytest.raises(ValueError, match="both api_keys and admin_keys"):
+        Settings(api_keys="same", admin_keys="same")
+    with pytest.raises(ValueError, match="reuse tenant name"):
+        Settings(api_keys=f"ops:{hash_key('a')}", admin_keys=f"ops:{hash_key('b')}")
+    with pytest.raises(ValueError, match="reserved"):
+        Settings(api_keys=f"anonymous:{hash_key('a')}")
