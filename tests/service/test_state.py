@@ -137,6 +137,8 @@ async def test_jobs_list_per_tenant_and_cancel(state: State) -> None:
     assert (await state.job_cancel("b1")).status == "cancelled"  # type: ignore[union-attr]  # queued
     assert await state.job_cancel("missing") is None
     assert not await state.job_heartbeat("a1", "w1", 30)  # the worker lost its lease
+    assert not await state.job_complete("a1", "w1", {"answer": "late"})  # its late result is refused
+    assert (await state.job_get("a1")).status == "cancelled"  # type: ignore[union-attr]
     nxt = await state.job_claim("w1", lease_s=30)
     assert nxt is not None and nxt.id == "a2"  # b1 left the queue
     assert await state.job_claim("w1", lease_s=30) is None
