@@ -34,6 +34,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _watched: set[int] = set()
 _watch_lock = threading.Lock()
 _fork_hook_installed = False
+_fork_parent = 0
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
@@ -77,31 +78,40 @@ def watch_pid(pid: int, grace_s: float = 10.0) -> None:
         _watched.add(pid)
     try:
         fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # the owner is already gone
+        fd = -1
     except (AttributeError, OSError):
         fd = None
 
     def run() -> None:
-        if fd is not None:
+        if fd is None:  # no pidfd (kernel < 5.3, not Linux)
+            _poll_until_gone(pid)
+        elif fd >= 0:
             select.select([fd], [], [])  # a pidfd turns readable when the process exits
             os.close(fd)
-        else:  # no pidfd (kernel < 5.3, not Linux)
-            _poll_until_gone(pid)
         log.warning("owner process %d exited; process %d exits too", pid, os.getpid())
         _terminate_self(grace_s)
 
     threading.Thread(target=run, name=f"watch-owner-{pid}", daemon=True).start()
 
 
+def _before_fork() -> None:
+    global _fork_parent
+    _fork_parent = os.getpid()
+
+
 def _after_fork_in_child() -> None:
     global _watch_lock
     _watch_lock = threading.Lock()  # another thread may have held it at fork time
     _watched.clear()  # the parent's watcher threads do not exist in this child
-    watch_pid(os.getppid())
+    # The pid recorded before the fork, not os.getppid(): a parent that dies before this hook runs would make
+    # getppid() name init or a subreaper instead.
+    watch_pid(_fork_parent)
 
 
 def exit_with_parent_on_fork() -> None:
     """From now on, every os.fork() child of this process exits when its parent does (once per process)."""
     global _fork_hook_installed
     if not _fork_hook_installed:
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
