@@ -73,6 +73,25 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(default=0, description="Seed for init, data order and sampling.")
     max_length: int = Field(default=4096, ge=64, description="Examples longer than this are skipped.")
+    num_workers: int = Field(
+        default=2, ge=0, description="DataLoader worker processes that decode videos (0: in the training process)."
+    )
+    prefetch_batches: int = Field(default=2, ge=1, description="Micro-batches each worker prepares ahead.")
+    group_by_length: bool = Field(
+        default=True, description="Batch examples of similar length (visual + text tokens) to cut padding."
+    )
+    frame_cache: str | None = Field(
+        default=None,
+        description="Folder for decoded frames, content-addressed and shareable between ranks and runs (default: "
+        "none, decode every time).",
+    )
+    frame_cache_gib: float = Field(default=50.0, gt=0, description="Size bound of frame_cache (LRU eviction).")
+    val_data: str | None = Field(
+        default=None, description="Held-out 178K json or data-mix YAML for the validation loss (video_root applies)."
+    )
+    val_every: int = Field(default=0, ge=0, description="Validation loss every N steps (0: never).")
+    val_examples: int = Field(default=64, ge=1, description="Held-out examples per validation (the first N).")
+    tensorboard: bool = Field(default=True, description="Write TensorBoard event files to OUTPUT_DIR/tb.")
 
     @field_validator("tiny")
     @classmethod

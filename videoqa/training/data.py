@@ -3,7 +3,6 @@ loss masks that keep only the assistant's tokens (LLaVA-NeXT llava/train/train.p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ import yaml
 from videoqa.model.chat import ChatFormat, Turn, video_question_text
 from videoqa.model.layout import VideoLayout, num_video_tokens
 from videoqa.model.prompt import IMAGE_TAG, expand_video_placeholders
-from videoqa.video import SamplingSpec, sample_frames
 
 IGNORE = -100
 
@@ -100,23 +98,3 @@ def build_example(
     pos = ids.index(video_token_id)
     labels = labels[:pos] + [IGNORE] * count + labels[pos + 1 :]
     return expanded, labels
-
-
-class FrameCache:
-    """Decode each (video, sampling) once; epochs and resumed runs read the frames back from disk."""
-
-    def __init__(self, root: Path, spec: SamplingSpec) -> None:
-        self.root, self.spec = root, spec
-        root.mkdir(parents=True, exist_ok=True)
-
-    def get(self, video: Path) -> tuple[np.ndarray, float, list[float]]:
-        key = hashlib.sha1(f"{video.resolve()}|{self.spec.cache_key()}".encode()).hexdigest()
-        path = self.root / f"{key}.npz"
-        if path.exists():
-            z = np.load(path)
-            return z["frames"], float(z["duration"]), z["timestamps"].tolist()
-        got = sample_frames(video, self.spec)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, frames=got.frames, duration=got.duration, timestamps=np.array(got.timestamps))
-        tmp.replace(path)
-        return got.frames, got.duration, got.timestamps

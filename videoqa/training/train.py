@@ -4,30 +4,45 @@ Recipe (paper / scripts/video/train/SO400M_Qwen2_7B_ov_to_video_am9.sh): everyth
 LLM and projector, 2e-6 for the vision tower, cosine schedule with 3% warmup, no weight decay, loss on the
 assistant's tokens only, the checkpoint's own video layout (SlowFast included) and the time instruction.
 Multi-process: `torchrun --standalone --nproc_per_node N -m videoqa.training.train CONFIG.yaml` (DDP; gloo on CPU,
-nccl on GPU; tested with 2 gloo processes), or FSDP2 with `strategy: fsdp` (tested the same way). Each process
-takes every N-th example of the epoch's permutation.
-Resumable: a run restarted with the same config continues from its last checkpoint to the same weights.
+nccl on GPU; tested with 2 gloo processes), or FSDP2 with `strategy: fsdp` (tested the same way). Data streams
+from DataLoader workers (videoqa.training.stream); each process takes its slice of every global batch, gradients
+are reduced once per optimizer step, and the loss is the mean over every labelled token of the step, so N
+processes x batch B train like one process x batch N*B.
+Resumable: a run restarted with the same config continues from its last checkpoint (data position and RNG
+included) to the same weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from videoqa.model.llava_video import LlavaVideoForCausalLM
-from videoqa.model.preprocess import frames_to_pixel_values
 from videoqa.training.config import TrainConfig, load_config
-from videoqa.training.data import IGNORE, FrameCache, build_example, load_records
+from videoqa.training.data import IGNORE, load_records
+from videoqa.training.stream import (
+    Batch,
+    Collator,
+    FrameCache,
+    GroupedBatchSampler,
+    VideoQADataset,
+    estimate_lengths,
+    make_loader,
+)
 from videoqa.video import SamplingSpec
 
 STATE = "train_state.pt"
@@ -89,38 +104,147 @@ def _param_groups(model: LlavaVideoForCausalLM, cfg: TrainConfig) -> list[dict]:
     return groups
 
 
-def _collate(batch: list, pad_id: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
-    longest = max(len(ids) for ids, _, _ in batch)
-    input_ids = torch.full((len(batch), longest), pad_id)  # [B, L]
-    labels = torch.full((len(batch), longest), IGNORE)  # [B, L]
-    mask = torch.zeros((len(batch), longest), dtype=torch.long)  # [B, L]
-    videos = []
-    for i, (ids, lab, frames) in enumerate(batch):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(lab)] = torch.tensor(lab)
-        mask[i, : len(ids)] = 1
-        videos.append([frames_to_pixel_values(frames, image_size)])
-    return input_ids, labels, mask, videos
+class _Tracker:
+    """loss.jsonl (always) and TensorBoard event files (rank 0; when `tensorboard` is on and installed)."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.log = (out / "loss.jsonl").open("a") if enabled else None
+        self.val = (out / "val_loss.jsonl").open("a") if enabled else None
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # the `train` extra brings it; training works without it
+                print("tensorboard is not installed (pip install 'videoqa[train]'): no event files", file=sys.stderr)
+            else:
+                self.tb = SummaryWriter(str(out / "tb"))
+
+    def row(self, row: dict, val: bool = False) -> None:
+        f = self.val if val else self.log
+        if f is not None:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.tb is not None:
+            for tag, value in values.items():
+                self.tb.add_scalar(tag, value, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        for f in (self.log, self.val):
+            if f is not None:
+                f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _all_sum(values: list[float], world: int) -> list[float]:
+    """Sum across ranks (float64 on CPU: gloo and nccl both take it through the default group's device)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if world > 1:
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def _token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the next-token predictions over labelled (assistant) tokens."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+
+
+def _labelled(batch: Batch) -> int:
+    return int((batch.labels[:, 1:] != IGNORE).sum())
+
+
+def _sync_gradients(ddp: torch.nn.Module, sharded: bool, sync: bool) -> contextlib.AbstractContextManager:
+    """Reduce gradients across ranks only on the last micro-batch of a step (DDP `no_sync`; FSDP2
+    `set_requires_gradient_sync`, which keeps the unsharded gradients local until then)."""
+    if sharded:
+        ddp.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    if isinstance(ddp, torch.nn.parallel.DistributedDataParallel) and not sync:
+        return ddp.no_sync()
+    return contextlib.nullcontext()
+
+
+def _count_syncs(ddp: torch.nn.parallel.DistributedDataParallel, state: dict) -> None:
+    """DDP comm hook that records in which micro-batch gradients were all-reduced (logged as grad_syncs), then
+    does what DDP does by default (allreduce, divided by the world size)."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    def hook(st: dict, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        st["synced"].add(st["micro"])
+        return allreduce_hook(None, bucket)
+
+    ddp.register_comm_hook(state, hook)
+
+
+def _rng_state() -> dict:
+    state = {
+        "rng_python": random.getstate(),
+        "rng_numpy": np.random.get_state(),
+        "rng_torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["rng_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["rng_python"])
+    np.random.set_state(state["rng_numpy"])
+    torch.set_rng_state(state["rng_torch"])
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+
+def _dataset(cfg: TrainConfig, data: str, mcfg, tokenizer, spec: SamplingSpec, cache) -> VideoQADataset:
+    records, root = load_records(data, cfg.seed)
+    if not records:
+        raise ValueError(f"{data} holds no records")
+    return VideoQADataset(
+        records,
+        Path(cfg.video_root) if cfg.video_root else root,
+        spec,
+        tokenizer,
+        mcfg.layout,
+        mcfg.grid,
+        mcfg.video_token_id,
+        mcfg.image_size,
+        cfg.max_length,
+        cache,
+    )
 
 
 def train(cfg: TrainConfig) -> Path:
+    t_start = time.perf_counter()
     rank, world = _setup_distributed()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if world > 1 and rank != 0:
-        dist.barrier()  # rank 0 first writes the initial checkpoint and the frame cache; the others then read them
+        dist.barrier()  # rank 0 first writes the initial checkpoint; the others then read it
     model, src = _build_model(cfg, out, cfg.gradient_checkpointing)
     tokenizer = AutoTokenizer.from_pretrained(src)
+    if world > 1 and rank == 0:
+        dist.barrier()
+    if rank == 0:  # the resolved recipe (defaults included) next to what it produced
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     mcfg = model.config
     device = torch.device(
         cfg.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     )
     model.to(device)
 
-    # Data: each record -> (ids, labels, frames); frames decoded once into the run's frame cache.
-    records, root = load_records(cfg.data, cfg.seed)
-    root = Path(cfg.video_root) if cfg.video_root else root
+    # Data: records only; frames are decoded per batch in the DataLoader's workers (videoqa.training.stream).
     spec = SamplingSpec(
         num_frames=cfg.num_frames,
         fps=cfg.fps,
@@ -128,23 +252,14 @@ def train(cfg: TrainConfig) -> Path:
         policy=cfg.policy,
         size=(mcfg.image_size, mcfg.image_size),
     )
-    cache = FrameCache(out / "frame_cache", spec)
-    examples = []
-    for rec in tqdm(records, desc="preparing data", disable=rank != 0):
-        frames, duration, stamps = cache.get(root / rec["video"])
-        ids, labels = build_example(
-            rec, frames, duration, stamps, tokenizer, mcfg.layout, mcfg.grid, mcfg.video_token_id
-        )
-        if len(ids) <= cfg.max_length:
-            examples.append((ids, labels, frames))
-    if not examples:
-        raise ValueError(f"no usable examples in {cfg.data} (all longer than max_length={cfg.max_length}?)")
-    if world > 1 and rank == 0:
-        dist.barrier()
+    cache = FrameCache(cfg.frame_cache, spec, int(cfg.frame_cache_gib * 2**30)) if cfg.frame_cache else None
+    dataset = _dataset(cfg, cfg.data, mcfg, tokenizer, spec, cache)
+    lengths = estimate_lengths(dataset.records, tokenizer, mcfg.layout, mcfg.grid, cfg.num_frames)
+    sampler = GroupedBatchSampler(lengths, cfg.batch_size, world, rank, cfg.seed, cfg.group_by_length)
+    collator = Collator(tokenizer.pad_token_id, mcfg.video_token_id)
 
     per_step = cfg.batch_size * cfg.grad_accum * world
-    steps_per_epoch = max(len(examples) // per_step, 1)
-    total = cfg.max_steps or max(int(steps_per_epoch * cfg.epochs), 1)
+    total = cfg.max_steps or max(int(len(sampler) * cfg.epochs) // cfg.grad_accum, 1)
     warmup = int(total * cfg.warmup_ratio)
     sharded = world > 1 and cfg.strategy == "fsdp"
     if sharded:
@@ -158,16 +273,21 @@ def train(cfg: TrainConfig) -> Path:
             else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(total - warmup, 1)))
         ),
     )
-    step = 0
+    step, micro, skipped_total = 0, 0, 0
     state_path = out / STATE
     if state_path.exists():  # exact resume: weights, optimizer, schedule, RNG and data position
         state = torch.load(state_path, weights_only=False)
         _load_states(model, optim, state["model"], state["optim"], sharded)
         sched.load_state_dict(state["sched"])
         step = state["step"]
-        random.setstate(state["rng_python"])
-        np.random.set_state(state["rng_numpy"])
-        torch.set_rng_state(state["rng_torch"])
+        _set_rng_state(state)
+        data = state.get("data", {"micro_batch": step * cfg.grad_accum, "global_batch": sampler.global_batch})
+        if data["global_batch"] != sampler.global_batch:
+            raise ValueError(
+                f"{state_path} was written with {data['global_batch']} examples per micro-batch over all ranks; "
+                f"this run has {sampler.global_batch} (batch_size x processes): the data order would differ"
+            )
+        micro, skipped_total = data["micro_batch"], data.get("skipped", 0)
     # find_unused_parameters: a layout may leave a learned token unused (e.g. no newline), which DDP must allow.
     ddp = (
         torch.nn.parallel.DistributedDataParallel(
@@ -176,57 +296,131 @@ def train(cfg: TrainConfig) -> Path:
         if world > 1 and not sharded
         else model
     )
+    syncs: dict = {"micro": 0, "synced": set()}
+    if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+        _count_syncs(ddp, syncs)
     model.train()
 
-    def order(epoch: int) -> list[int]:  # the same permutation for a given epoch, resumed or not
-        perm = list(range(len(examples)))
-        random.Random(cfg.seed * 1_000_003 + epoch).shuffle(perm)
-        return perm[rank::world]
+    def stream(first: int) -> Iterator[Batch]:
+        """Micro-batches from global index `first` on, across epochs (epoch e's order from seed and e alone)."""
+        m = first
+        while True:
+            epoch, within = divmod(m, len(sampler))
+            sampler.set_epoch(epoch, within)
+            for batch in make_loader(dataset, sampler, collator, cfg.num_workers, cfg.prefetch_batches):
+                yield batch
+                m += 1
 
-    if rank == 0:
-        _truncate_log(out / "loss.jsonl", step)
-    log = (out / "loss.jsonl").open("a")
+    val_loader = None
+    if cfg.val_data and cfg.val_every:
+        val_set = _dataset(cfg, cfg.val_data, mcfg, tokenizer, spec, cache)
+        val_set.records = val_set.records[: cfg.val_examples]
+        val_sampler = GroupedBatchSampler(
+            [0] * len(val_set.records), cfg.batch_size, world, rank, group_by_length=False
+        )
+        val_loader = make_loader(val_set, val_sampler, collator, cfg.num_workers, cfg.prefetch_batches)
+
+    def validate() -> float:
+        ddp.eval()
+        loss_sum, tokens = 0.0, 0
+        with torch.no_grad():
+            for batch in val_loader:
+                batch = batch.to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    logits, _ = ddp(batch.input_ids, attention_mask=batch.attention_mask, videos=batch.videos)
+                loss_sum += _token_loss_sum(logits, batch.labels).item()
+                tokens += _labelled(batch)
+        ddp.train()
+        loss_sum, tokens = _all_sum([loss_sum, tokens], world)
+        return loss_sum / max(tokens, 1)
+
+    if rank == 0:  # rows past the step resumed from were logged before a crash; they are redone now
+        for log_name in ("loss.jsonl", "val_loss.jsonl", "skipped.jsonl"):
+            _truncate_log(out / log_name, step)
+    track = _Tracker(out, rank == 0, cfg.tensorboard)
+    skipped_log = (out / "skipped.jsonl").open("a")  # every rank appends its own (short lines: atomic appends)
+    batches = stream(micro)
     bar = tqdm(total=total, initial=step, desc="training", disable=rank != 0)
-    while step < total:
-        epoch, within = divmod(step, steps_per_epoch)
-        mine = order(epoch)
-        micro = cfg.batch_size
-        start = within * micro * cfg.grad_accum
-        optim.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for a in range(cfg.grad_accum):
-            idx = [mine[(start + a * micro + k) % len(mine)] for k in range(micro)]
-            input_ids, labels, mask, videos = _collate(
-                [examples[i] for i in idx], tokenizer.pad_token_id, mcfg.image_size
-            )
-            videos = [[v.to(device) for v in vs] for vs in videos]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                _, loss = ddp(
-                    input_ids.to(device), attention_mask=mask.to(device), videos=videos, labels=labels.to(device)
-                )
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item() / cfg.grad_accum
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optim.step()
-        sched.step()
-        step += 1
-        bar.update(1)
-        if rank == 0 and step % cfg.log_every == 0:
-            row = {"step": step, "loss": loss_sum, "lr": sched.get_last_lr()[-1], "examples": per_step}
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{loss_sum:.3f}")
-        stopping = cfg.stop_after is not None and step >= cfg.stop_after and step < total
-        if (cfg.save_every and step % cfg.save_every == 0) or step == total or stopping:
-            weights, optim_state = _full_states(model, optim, sharded)  # every rank takes part in the gather
+    first_step = True
+    try:
+        while step < total:
+            t0 = time.perf_counter()
+            micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
+            t_data = time.perf_counter() - t0
+            # The loss is the mean over every labelled token of the step (all micro-batches, all ranks), so N
+            # processes x batch B equal one process x batch N*B; DDP/FSDP average gradients over ranks, hence
+            # the factor `world`.
+            tokens = max(_all_sum([sum(_labelled(b) for b in micro_batches)], world)[0], 1)
+            optim.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            syncs["synced"].clear()
+            for a, batch in enumerate(micro_batches):
+                batch = batch.to(device)
+                syncs["micro"] = a
+                with _sync_gradients(ddp, sharded, a == cfg.grad_accum - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                        logits, _ = ddp(batch.input_ids, attention_mask=batch.attention_mask, videos=batch.videos)
+                    loss = _token_loss_sum(logits, batch.labels)
+                    (loss * world / tokens).backward()
+                loss_sum += loss.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optim.step()
+            sched.step()
+            step += 1
+            micro += cfg.grad_accum
+            skipped = [s for b in micro_batches for s in b.skipped]
+            for index, reason in skipped:
+                skipped_log.write(json.dumps({"step": step, "rank": rank, "record": index, "reason": reason}) + "\n")
+            skipped_log.flush()
+            visual = sum(b.visual_tokens for b in micro_batches)
+            loss_sum, n_skipped, visual = _all_sum([loss_sum, len(skipped), visual], world)
+            skipped_total += int(n_skipped)
+            step_s = time.perf_counter() - t0
+            bar.update(1)
             if rank == 0:
-                _save_state(weights, optim_state, sched, step, state_path)
-        if stopping:
-            bar.close()
-            log.close()
-            return out / STATE
-    bar.close()
-    log.close()
+                if first_step:
+                    track.scalars(step, {"time/to_first_step_s": time.perf_counter() - t_start})
+                    first_step = False
+                lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optim.param_groups)}
+                scalars = {
+                    "train/loss": loss_sum / tokens,
+                    "train/grad_norm": float(grad_norm),
+                    "throughput/samples_per_s": per_step / step_s,
+                    "throughput/visual_tokens_per_s": visual / step_s,
+                    "time/step_s": step_s,
+                    "time/data_wait_s": t_data,
+                    "data/skipped": skipped_total,
+                    **{f"lr/{name}": lr for name, lr in lrs.items()},
+                }
+                if torch.cuda.is_available():
+                    scalars["memory/gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+                track.scalars(step, scalars)
+                if step % cfg.log_every == 0:
+                    row = {"step": step, "loss": loss_sum / tokens, "lr": sched.get_last_lr()[-1]}
+                    row |= {"examples": per_step, "lrs": lrs, "samples_per_s": per_step / step_s}
+                    row |= {"visual_tokens_per_s": visual / step_s, "skipped": skipped_total}
+                    if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+                        row["grad_syncs"] = len(syncs["synced"])  # micro-batches whose gradients were reduced
+                    track.row(row)
+                    bar.set_postfix(loss=f"{loss_sum / tokens:.3f}")
+            if val_loader is not None and step % cfg.val_every == 0:
+                val = validate()
+                if rank == 0:
+                    track.scalars(step, {"val/loss": val})
+                    track.row({"step": step, "val_loss": val}, val=True)
+            stopping = cfg.stop_after is not None and step >= cfg.stop_after and step < total
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total or stopping:
+                weights, optim_state = _full_states(model, optim, sharded)  # every rank takes part in the gather
+                if rank == 0:
+                    data = {"micro_batch": micro, "global_batch": sampler.global_batch, "skipped": skipped_total}
+                    _save_state(weights, optim_state, sched, step, data, state_path)
+            if stopping:
+                return out / STATE
+    finally:
+        bar.close()
+        track.close()
+        skipped_log.close()
+        batches.close()  # ends the DataLoader's worker processes
     final = out / "final"
     if sharded:  # gather the full weights into a plain copy of the model on rank 0
         weights, _ = _full_states(model, None, True)
@@ -310,32 +504,34 @@ def _load_states(model, optim, weights: dict, optim_state: dict, sharded: bool) 
     )
 
 
-def _save_state(weights: dict, optim_state: dict, sched, step: int, path: Path) -> None:
+def _save_state(weights: dict, optim_state: dict, sched, step: int, data: dict, path: Path) -> None:
+    """Everything an exact resume needs: weights, optimizer, schedule, step, RNG (CPU, CUDA, numpy, python) and
+    the data position (micro-batches consumed; the order itself follows from seed and epoch)."""
     tmp = path.with_suffix(".tmp")
     torch.save(
-        {
-            "model": weights,
-            "optim": optim_state,
-            "sched": sched.state_dict(),
-            "step": step,
-            "rng_python": random.getstate(),
-            "rng_numpy": np.random.get_state(),
-            "rng_torch": torch.get_rng_state(),
-        },
+        {"model": weights, "optim": optim_state, "sched": sched.state_dict(), "step": step, "data": data}
+        | _rng_state(),
         tmp,
     )
     tmp.replace(path)
 
 
 def plot_loss(log: Path, png: Path) -> None:
+    """The training loss, and the validation loss when the run has one (val_loss.jsonl beside the log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    def rows(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    train_rows, val_rows = rows(log), rows(log.with_name("val_loss.jsonl"))
+    ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train")
+    if val_rows:
+        ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="validation")
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("loss (assistant tokens)")
     ax.set_title("training loss")
