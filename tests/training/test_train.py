@@ -152,7 +152,7 @@ def _torchrun(tmp: Path, data: Path, **kw) -> Path:
     import subprocess
     import sys
 
-    recipe = _recipe(tmp, data, max_steps=6, batch_size=2, **kw)
+    recipe = _recipe(tmp, data, **kw)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd += ["-m", "videoqa.training.train", str(recipe)]
     done = subprocess.run(
@@ -162,21 +162,32 @@ def _torchrun(tmp: Path, data: Path, **kw) -> Path:
     return tmp / "run"
 
 
-def test_torchrun_two_gloo_processes_ddp_and_fsdp_train_to_the_same_weights(tmp_path: Path, data: Path) -> None:
-    ddp = _torchrun(tmp_path / "ddp", data)
+def test_torchrun_two_gloo_processes_with_accumulation_equal_one_process(tmp_path: Path, data: Path) -> None:
+    # One process x batch 4 and 2 processes x batch 2 see the same examples per micro-batch (each rank takes its
+    # slice of the global batch) and the loss is the mean over every labelled token of the step, so the weights
+    # agree up to float reduction order, with gradient accumulation over 2 micro-batches.
+    run = {"max_steps": 4, "grad_accum": 2, "num_workers": 1}
+    single = train(load_config(_recipe(tmp_path / "one", data, batch_size=4, **run)))
+    one = LlavaVideoForCausalLM.from_pretrained(single).checkpoint_state_dict()
+    ddp = _torchrun(tmp_path / "ddp", data, batch_size=2, **run)
     rows = [json.loads(line) for line in (ddp / "loss.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # logged once (rank 0), not twice
-    assert {r["examples"] for r in rows} == {4}  # 2 processes x batch 2 per step
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # logged once (rank 0), not twice
+    assert {r["examples"] for r in rows} == {8}  # 2 processes x batch 2 x 2 micro-batches per step
+    assert {r["grad_syncs"] for r in rows} == {1}  # no_sync: gradients reduced on the last micro-batch only
     final = LlavaVideoForCausalLM.from_pretrained(ddp / "final").checkpoint_state_dict()
     init = LlavaVideoForCausalLM.from_pretrained(ddp / "init").checkpoint_state_dict()
     assert any(not torch.equal(final[k], init[k]) for k in final)
+    worst = max((final[k] - one[k]).abs().max().item() for k in final)
+    assert worst < 1e-4, worst
 
-    # FSDP2 shards every layer across the 2 processes; the math is the same: so are the weights (up to float
-    # reduction order). save_every=3 exercises the gathered (unsharded) mid-run state save.
-    fsdp = _torchrun(tmp_path / "fsdp", data, strategy="fsdp", save_every=3)
+    # FSDP2 shards every layer across the 2 processes; the math is the same: so are the weights. Interrupted
+    # after 2 steps (the gathered full state saved) and resumed, it still ends at the uninterrupted weights.
+    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", stop_after=2, **run)
+    assert not (fsdp / "final").exists()
+    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", **run)
     sharded = LlavaVideoForCausalLM.from_pretrained(fsdp / "final").checkpoint_state_dict()
     assert sharded.keys() == final.keys()
-    worst = max((sharded[k] - final[k]).abs().max().item() for k in final)
+    worst = max((sharded[k] - one[k]).abs().max().item() for k in final)
     assert worst < 1e-4, worst
 
 

@@ -40,18 +40,38 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Write JSON here (+ .md table and .png chart)."),
     frames: int | None = typer.Option(None, "--frames", min=1, help="Frames per video (default: the checkpoint's)."),
     max_open_ended: int = typer.Option(200, "--max-open-ended", min=0, help="Open-ended questions to score."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Engine dtype, e.g. bfloat16 (default: the checkpoint's own, from its config.json)."
+    ),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", "--tp", min=1, help="GPUs per model."),
+    max_model_len: int | None = typer.Option(
+        None, "--max-model-len", min=256, help="Engine context (default: what the longest prompt needs)."
+    ),
 ) -> None:
     """Multiple-choice accuracy per question type (and open-ended token F1) through the vLLM engine."""
     import asyncio
 
     from videoqa.model.tiny import DEMO_CHECKPOINT
-    from videoqa.training.evaluate import evaluate_engine, markdown, write_reports
+    from videoqa.training.evaluate import ContextTooShortError, evaluate_engine, markdown, write_reports
 
     checkpoint = DEMO_CHECKPOINT if model == "demo" else Path(model)
     if not (checkpoint / "config.json").is_file():
         hint = "run `make demo-checkpoint`" if model == "demo" else "pass a checkpoint folder with config.json"
         raise typer.BadParameter(f"{checkpoint} is not a checkpoint; {hint}", param_hint="--model")
-    result = asyncio.run(evaluate_engine(checkpoint, data, frames, max_open_ended))
+    try:
+        result = asyncio.run(
+            evaluate_engine(
+                checkpoint,
+                data,
+                frames,
+                max_open_ended,
+                dtype=dtype,
+                tensor_parallel_size=tensor_parallel_size,
+                max_model_len=max_model_len,
+            )
+        )
+    except ContextTooShortError as err:  # the message says how many frames fit
+        raise typer.BadParameter(str(err), param_hint="--frames") from err
     typer.echo(markdown(result))
     if json_out:
         write_reports(result, json_out)

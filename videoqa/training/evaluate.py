@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from videoqa.model.layout import max_frames_for_budget, num_video_tokens
 from videoqa.model.prompt import IMAGE_TAG
 from videoqa.training.data import load_records
 from videoqa.video import SamplingSpec
@@ -55,6 +56,36 @@ def resolve_data(data: str | Path) -> Path:
     return data
 
 
+class ContextTooShortError(ValueError):
+    """The prompt at this frame count does not fit the checkpoint's context; the message says what fits."""
+
+
+def checkpoint_dtype(cfg: Any) -> str:
+    """The dtype the checkpoint's weights are stored in (bfloat16 for converted LLaVA-Video releases). Named
+    explicitly: vLLM's "auto" would run a float32 checkpoint in half precision."""
+    dtype = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "float32"
+    return str(dtype).removeprefix("torch.")
+
+
+def model_len_for(cfg: Any, chat: Any, records: list[dict], frames: int, max_new_tokens: int) -> int:
+    """Context the evaluation needs: the video's tokens at `frames` frames under the checkpoint's layout
+    (videoqa.model.layout), plus the longest prompt's text with a time instruction for that many frames of a
+    long video, plus the answer. A converted 7B at 64 frames needs ~12k, far past a fixed 4096."""
+    visual = num_video_tokens(cfg.layout, frames, cfg.grid)
+    stamps = [9999.99] * frames  # the widest timestamps: an upper bound on the time instruction's tokens
+    prompts = [chat.video_question(_question(r), 99999.99, stamps) for r in records] or [[0]]
+    text = max(len(ids) for ids in prompts) - 1  # the <video> placeholder itself
+    need = visual + text + max_new_tokens
+    limit = int(cfg.text_config.max_position_embeddings)
+    if need > limit:
+        fit = max_frames_for_budget(cfg.layout, limit - text - max_new_tokens, cfg.grid)
+        raise ContextTooShortError(
+            f"{frames} frames need {need} tokens ({visual} for the video), over the checkpoint's context of {limit}; "
+            f"pass --frames {fit} or fewer"
+        )
+    return need
+
+
 async def evaluate_engine(
     checkpoint: str | Path,
     data: str | Path,
@@ -62,6 +93,9 @@ async def evaluate_engine(
     max_open_ended: int = 200,
     concurrency: int = 8,
     likelihood: bool = True,
+    dtype: str | None = None,
+    tensor_parallel_size: int = 1,
+    max_model_len: int | None = None,
 ) -> dict[str, Any]:
     """Multiple-choice accuracy per type and open-ended token F1, through vLLM (LocalEngine: the service's path).
 
@@ -69,6 +103,9 @@ async def evaluate_engine(
     prompt is the service's (ChatML, time instruction, question). Multiple choice is scored two ways: the
     letter the model generates (the paper's format), and, with `likelihood`, the option whose text the model
     finds likeliest to open its answer to the question without options (lm-eval-harness style).
+
+    Engine: the checkpoint's dtype unless `dtype` says otherwise, `tensor_parallel_size` GPUs, and a context
+    (`max_model_len`, default: `model_len_for`) that fits the longest prompt at this frame count.
     """
     import asyncio
 
@@ -82,10 +119,20 @@ async def evaluate_engine(
     mc = [r for r in records if "Options:" in r["conversations"][0]["value"]]
     oe = [r for r in records if "question_type" in r and "Options:" not in r["conversations"][0]["value"]]
     oe = oe[:max_open_ended]
-    engine = LocalEngine(checkpoint, dtype="float32", max_model_len=4096, max_num_seqs=concurrency, kv_cache_gib=1)
-    cfg = engine.config
+    from videoqa.model.config import LlavaVideoConfig
+
+    cfg = LlavaVideoConfig.from_pretrained(checkpoint)
     chat = ChatFormat.from_pretrained(checkpoint)
     n = num_frames or cfg.num_frames or cfg.max_frames
+    model_len = max_model_len or model_len_for(cfg, chat, mc + oe, n, max_new_tokens=48)
+    engine = LocalEngine(
+        checkpoint,
+        dtype=dtype or checkpoint_dtype(cfg),
+        max_model_len=model_len,
+        max_num_seqs=concurrency,
+        tensor_parallel_size=tensor_parallel_size,
+        kv_cache_gib=1,
+    )
     spec = SamplingSpec(num_frames=n, policy="exact", size=(cfg.image_size, cfg.image_size))
     decoding: dict[Path, asyncio.Future] = {}
     gate = asyncio.Semaphore(concurrency)
@@ -149,7 +196,14 @@ async def evaluate_engine(
     result = summarize(rows)
     f1 = [token_f1(text, r["conversations"][1]["value"]) for r, text in zip(oe, oe_out, strict=True)]
     result["open_ended"] = {"n": len(f1), "token_f1": float(np.mean(f1)) if f1 else 0.0}
-    result["setup"] = {"checkpoint": str(checkpoint), "frames": n, "engine": "vllm"}
+    result["setup"] = {
+        "checkpoint": str(checkpoint),
+        "frames": n,
+        "engine": "vllm",
+        "dtype": dtype or checkpoint_dtype(cfg),
+        "max_model_len": model_len,
+        "tensor_parallel_size": tensor_parallel_size,
+    }
     return result
 
 

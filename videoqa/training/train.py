@@ -180,7 +180,7 @@ def _count_syncs(ddp: torch.nn.parallel.DistributedDataParallel, state: dict) ->
     does what DDP does by default (allreduce, divided by the world size)."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    def hook(st: dict, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    def hook(st, bucket):  # unannotated: DDP checks annotations, which `from __future__` turns into strings
         st["synced"].add(st["micro"])
         return allreduce_hook(None, bucket)
 
