@@ -399,6 +399,7 @@ def train(cfg: TrainConfig) -> Path:
                     row = {"step": step, "loss": loss_sum / tokens, "lr": sched.get_last_lr()[-1]}
                     row |= {"examples": per_step, "lrs": lrs, "samples_per_s": per_step / step_s}
                     row |= {"visual_tokens_per_s": visual / step_s, "skipped": skipped_total}
+                    row["elapsed_s"] = time.perf_counter() - t_start  # at step 1 (this launch): time to first step
                     if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
                         row["grad_syncs"] = len(syncs["synced"])  # micro-batches whose gradients were reduced
                     track.row(row)
