@@ -364,6 +364,9 @@ def train(cfg: TrainConfig) -> Path:
                     (loss * world / tokens).backward()
                 loss_sum += loss.item()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; every rank takes part in materialising it
+                grad_norm = grad_norm.full_tensor()
+            grad_norm = float(grad_norm)
             optim.step()
             sched.step()
             step += 1
@@ -384,7 +387,7 @@ def train(cfg: TrainConfig) -> Path:
                 lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optim.param_groups)}
                 scalars = {
                     "train/loss": loss_sum / tokens,
-                    "train/grad_norm": float(grad_norm),
+                    "train/grad_norm": grad_norm,
                     "throughput/samples_per_s": per_step / step_s,
                     "throughput/visual_tokens_per_s": visual / step_s,
                     "time/step_s": step_s,
