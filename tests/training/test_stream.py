@@ -120,12 +120,21 @@ def test_frame_cache_is_content_addressed_and_size_bounded(tmp_path: Path) -> No
     entry = next((tmp_path / "cache").glob("*.npz")).stat().st_size
     small = FrameCache(tmp_path / "small", spec, max_bytes=int(2.5 * entry))
     paths = [make_test_video(tmp_path / f"v{i}.mp4", seconds=1 + i, fps=8, size=(64, 48)) for i in range(4)]
-    for p in paths:
+    for p in paths[:2]:
+        small.get(p)
+    small.get(paths[0])  # a hit: paths[0] is now more recently used than paths[1]
+    for p in paths[2:]:
         small.get(p)
         small.evict()
     kept = {p.name for p in (tmp_path / "small").glob("*.npz")}
     assert sum((tmp_path / "small" / n).stat().st_size for n in kept) <= 2.5 * entry
     assert kept == {f"{small.key(p)}.npz" for p in paths[-2:]}  # the least recently used went first
+    small.get(paths[1])
+    small.get(paths[2])  # a hit
+    small.get(paths[0])
+    small.evict()
+    kept = {p.name for p in (tmp_path / "small").glob("*.npz")}
+    assert kept == {f"{small.key(p)}.npz" for p in (paths[2], paths[0])}, "LRU is by use, not by write"
 
 
 @pytest.mark.slow
