@@ -1,6 +1,6 @@
 """Streaming training data: records stay as JSON; frames are decoded in DataLoader worker processes, per batch.
 
-Nothing before the first step grows with the dataset except reading the records and tokenizing their text
+Nothing before the first step grows with the dataset except reading the records and counting their words
 (for length grouping). The pieces:
 
 * `VideoQADataset`: map-style, one record -> one tokenized example with its pixel values, decoded by the shared
@@ -8,7 +8,7 @@ Nothing before the first step grows with the dataset except reading the records 
   an example longer than max_length) is skipped and counted: the next record takes its place, so batches keep
   their size and every rank runs the same number of forward passes (DDP collectives would hang otherwise).
 * `GroupedBatchSampler`: the epoch's permutation from (seed, epoch) alone; global batches of batch_size x world
-  examples, grouped by estimated length (visual + text tokens) within mega-batches (HF transformers'
+  examples, grouped by estimated length (visual tokens + words) within mega-batches (HF transformers'
   `get_length_grouped_indices` semantics) to cut padding; each rank takes its slice of every global batch, so
   the examples in a step do not depend on how they are split across ranks. DataLoader hands the batches to its
   workers round-robin (its own per-worker sharding) and returns them in order. `start` resumes mid-epoch.
@@ -111,17 +111,12 @@ def text_of(record: dict[str, Any]) -> str:
     )
 
 
-def estimate_lengths(
-    records: list[dict[str, Any]], tokenizer: Any, layout: VideoLayout, grid: int, num_frames: int
-) -> list[int]:
-    """Visual tokens (`videoqa.model.layout`, at num_frames: an upper bound under fps sampling) + text tokens of
-    the turns (without the chat template and time instruction, which add about the same to every example)."""
+def estimate_lengths(records: list[dict[str, Any]], layout: VideoLayout, grid: int, num_frames: int) -> list[int]:
+    """Visual tokens (`videoqa.model.layout`, at num_frames: an upper bound under fps sampling) + the words of the
+    turns, as LLaVA-NeXT's LazySupervisedDataset.lengths counts text (split on whitespace): grouping only needs
+    the order of lengths, and tokenizing 1.3M records up front would delay the first step by minutes."""
     visual = num_video_tokens(layout, num_frames, grid)
-    lengths: list[int] = []
-    for i in range(0, len(records), 4096):
-        texts = [text_of(r) for r in records[i : i + 4096]]
-        lengths.extend(visual + len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-    return lengths
+    return [visual + len(text_of(r).split()) for r in records]
 
 
 @dataclass

@@ -254,7 +254,7 @@ def train(cfg: TrainConfig) -> Path:
     )
     cache = FrameCache(cfg.frame_cache, spec, int(cfg.frame_cache_gib * 2**30)) if cfg.frame_cache else None
     dataset = _dataset(cfg, cfg.data, mcfg, tokenizer, spec, cache)
-    lengths = estimate_lengths(dataset.records, tokenizer, mcfg.layout, mcfg.grid, cfg.num_frames)
+    lengths = estimate_lengths(dataset.records, mcfg.layout, mcfg.grid, cfg.num_frames)
     sampler = GroupedBatchSampler(lengths, cfg.batch_size, world, rank, cfg.seed, cfg.group_by_length)
     collator = Collator(tokenizer.pad_token_id, mcfg.video_token_id)
 
