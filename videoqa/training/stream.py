@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ from videoqa.training.data import IGNORE, build_example
 from videoqa.video import SamplingSpec, VideoError, sample_frames
 
 _PROBE = 64 * 1024  # bytes of the head and the tail that (with the size) identify a file's content
+
+
+def _touch(path: Path) -> None:
+    """Mark as used now, to the nanosecond: a write's own mtime comes from the kernel's coarse clock (a few ms),
+    which would tie a write and a use that follow each other closely and make eviction order arbitrary."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
 
 
 class FrameCache:
@@ -66,7 +74,7 @@ class FrameCache:
         try:
             with np.load(path) as z:
                 got = z["frames"], float(z["duration"]), z["timestamps"].tolist()
-            os.utime(path)  # recently used: evicted last
+            _touch(path)  # recently used: evicted last
             return got
         except (FileNotFoundError, OSError, ValueError, KeyError):
             pass  # absent, or a torn/foreign file: decode again and overwrite it
@@ -74,6 +82,7 @@ class FrameCache:
         tmp = self.root / f".{uuid.uuid4().hex}.tmp.npz"  # unique: several processes may write the same key
         np.savez(tmp, frames=sampled.frames, duration=sampled.duration, timestamps=np.array(sampled.timestamps))
         tmp.replace(path)
+        _touch(path)
         self._writes += 1
         if self._writes % 16 == 1:
             self.evict()
@@ -306,4 +315,8 @@ def make_loader(
         num_workers=num_workers,
         prefetch_factor=prefetch if num_workers else None,
         persistent_workers=False,
+        # Its own generator: a DataLoader iterator otherwise draws its workers' base seed from the global torch
+        # RNG, so a resumed run (which starts a new iterator mid-epoch) would continue with a different RNG
+        # stream than the uninterrupted run (LoRA dropout masks differed).
+        generator=torch.Generator().manual_seed(sampler.seed * 1_000_003 + sampler.epoch),
     )
