@@ -12,7 +12,7 @@ import time
 import httpx
 
 from tests.procs import descendants, describe, wait_gone
-from tests.service.conftest import _env, free_port, wait_http
+from tests.service.conftest import ENGINE_TOKEN, _env, free_port, wait_http
 
 
 def _queue_depth(url: str) -> float:
@@ -68,7 +68,9 @@ def test_embedded_default_model_serves_and_sigterm_finishes_in_flight_requests(t
 
 def _engine_unfinished(engine_url: str) -> int:
     """Requests vLLM itself still tracks in the engine process (not the gateway's own gauge)."""
-    return int(httpx.get(f"{engine_url}/internal/info", timeout=10).json()["engine_unfinished"])
+    info = httpx.get(f"{engine_url}/internal/info", headers={"authorization": f"Bearer {ENGINE_TOKEN}"}, timeout=10)
+    info.raise_for_status()
+    return int(info.json()["engine_unfinished"])
 
 
 def test_client_disconnect_aborts_the_generation(start_gateway, engine_url, videos) -> None:
