@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,8 +69,30 @@ def _expected_helpers() -> set[int]:
     return {p for p in pids if p}
 
 
+# Container runtimes' daemons (podman's conmon, its DNS server, ...) double-fork, so as a subreaper this process
+# adopts them, and when they exit it must reap them: `podman stop` waits until the container's conmon is gone, and a
+# zombie conmon never is, so an unreaped one hangs the deploy tier's teardown. Only these are reaped as they exit:
+# a zombie of a process the tests started themselves is left to its subprocess.Popen (or multiprocessing) to wait on.
+_ADOPTED_DAEMONS = frozenset({"conmon", "aardvark-dns", "netavark", "catatonit", "slirp4netns", "pasta"})
+
+
+def _reap_adopted_daemons(stop: threading.Event) -> None:
+    import psutil
+
+    me = psutil.Process()
+    while not stop.wait(0.2):
+        for child in me.children():
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                if child.status() == psutil.STATUS_ZOMBIE and child.name() in _ADOPTED_DAEMONS:
+                    os.waitpid(child.pid, os.WNOHANG)
+
+
+_reaper_stop = threading.Event()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     _become_subreaper()
+    threading.Thread(target=_reap_adopted_daemons, args=(_reaper_stop,), name="reaper", daemon=True).start()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -87,6 +110,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if child.status() == psutil.STATUS_ZOMBIE:  # re-parented orphans that have exited: reap them
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(child.pid, os.WNOHANG)
+    _reaper_stop.set()
     if not left:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
