@@ -23,7 +23,7 @@ from videoqa.proc import set_parent_death_signal, watch_pid
 from videoqa.video.animated import CONTAINER as ANIMATED_WEBP
 from videoqa.video.animated import image_as_video
 from videoqa.video.errors import DecoderCrashedError, DecodeTimeoutError, VideoTooLargeError
-from videoqa.video.sampler import merge, plan, probe, sample_frames, sample_part, split
+from videoqa.video.sampler import merge, plan_runs, probe, sample_frames, sample_part, sampled_video
 from videoqa.video.types import DecodeLimits, SampledVideo, SamplingSpec, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,8 @@ class DecodePool:
         if info.container == ANIMATED_WEBP:  # Pillow decodes it whole; GOP runs are a PyAV notion
             return await self._run(sample_frames, str(path), spec, self.limits, info)
         probed = time.perf_counter()
-        mapped, hits = plan(info, spec)
-        order = sorted(range(len(mapped)), key=mapped.__getitem__)
-        times = [mapped[i] for i in order]
-        flags = [hits[i] for i in order]
-        runs = split(info, times, flags, self.workers)
+        rp = plan_runs(info, spec, self.workers)
+        times, flags, runs = rp.times, rp.flags, rp.runs
         if len(runs) == 1:
             return await self._run(sample_frames, str(path), spec, self.limits, info)
         parts = await asyncio.gather(
@@ -140,23 +137,9 @@ class DecodePool:
                 for r in runs
             )
         )
-        frames, stamps, decoded, rotation = merge(order, list(parts))
+        frames, stamps, decoded, rotation = merge(rp.order, list(parts))
         info.rotation = rotation
-        done = time.perf_counter()
-        return SampledVideo(
-            frames=frames,
-            timestamps=stamps,
-            duration=info.duration,
-            info=info,
-            timings={
-                "probe_s": probed - start,
-                "decode_s": done - probed,
-                "total_s": done - start,
-                "frames_decoded": float(decoded),
-                "parts": float(len(runs)),
-            },
-            keyframe_hits=sum(hits),
-        )
+        return sampled_video(info, frames, stamps, decoded, rp, start, probed)
 
     async def image(self, path: str | os.PathLike, spec: SamplingSpec) -> SampledVideo:
         """A still image as a one-frame video (chat image_url parts)."""

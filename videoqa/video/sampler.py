@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -549,6 +550,46 @@ def merge(
     )
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """A sampling plan in decode order, cut into GOP runs: what `sample_frames` and `DecodePool.sample` decode."""
+
+    order: list[int]  # order[k] = index of the k-th target in the caller's order
+    times: list[float]  # decode times, sorted
+    flags: list[bool]  # keyframe hit per sorted target
+    runs: list[range]  # slices of `times` decoded independently
+    hits: int
+
+
+def plan_runs(info: VideoInfo, spec: SamplingSpec, workers: int) -> RunPlan:
+    mapped, hits = plan(info, spec)
+    order = sorted(range(len(mapped)), key=mapped.__getitem__)
+    times = [mapped[i] for i in order]
+    flags = [hits[i] for i in order]
+    return RunPlan(order, times, flags, split(info, times, flags, workers), sum(hits))
+
+
+def sampled_video(
+    info: VideoInfo, frames: np.ndarray, stamps: list[float], decoded: int, runs: RunPlan, t0: float, t1: float
+) -> SampledVideo:
+    """The result of a decode that started at t0 (perf_counter) and finished probing at t1."""
+    t2 = time.perf_counter()
+    return SampledVideo(
+        frames=frames,
+        timestamps=stamps,
+        duration=info.duration,
+        info=info,
+        timings={
+            "probe_s": t1 - t0,
+            "decode_s": t2 - t1,
+            "total_s": t2 - t0,
+            "frames_decoded": float(decoded),
+            "parts": float(len(runs.runs)),
+        },
+        keyframe_hits=runs.hits,
+    )
+
+
 def sample_frames(
     path: str | os.PathLike,
     spec: SamplingSpec | None = None,
@@ -580,11 +621,8 @@ def sample_frames(
             info = VideoInfo(**{**info.__dict__, "keyframes": sorted(info.keyframes)})
         t1 = time.perf_counter()
         stream = container.streams.video[0]
-        mapped, hits = plan(info, spec)
-        order = sorted(range(len(mapped)), key=mapped.__getitem__)
-        times = [mapped[i] for i in order]
-        flags = [hits[i] for i in order]
-        runs = split(info, times, flags, workers)
+        rp = plan_runs(info, spec, workers)
+        order, times, flags, runs = rp.order, rp.times, rp.flags, rp.runs
         with ThreadPoolExecutor(max(len(runs) - 1, 1)) as threads:
             # Runs after the first go to threads, each with its own demuxer and decoder (PyAV drops the GIL while
             # FFmpeg decodes and swscale converts, so independent GOPs decode on all cores); the first run
@@ -615,18 +653,4 @@ def sample_frames(
         raise CorruptVideoError(f"the video could not be decoded: {err}") from err
     finally:
         container.close()
-    t2 = time.perf_counter()
-    return SampledVideo(
-        frames=frames,
-        timestamps=stamps,
-        duration=info.duration,
-        info=info,
-        timings={
-            "probe_s": t1 - t0,
-            "decode_s": t2 - t1,
-            "total_s": t2 - t0,
-            "frames_decoded": float(decoded),
-            "parts": float(len(runs)),
-        },
-        keyframe_hits=sum(hits),
-    )
+    return sampled_video(info, frames, stamps, decoded, rp, t0, t1)
