@@ -23,7 +23,7 @@ lint: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint docker/Dockerfile
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not parity and not engine and not slow and not deploy"

@@ -81,10 +81,13 @@ def _reap_adopted_daemons(stop: threading.Event) -> None:
 
     me = psutil.Process()
     while not stop.wait(0.2):
-        for child in me.children():
-            with contextlib.suppress(psutil.Error, ChildProcessError):
-                if child.status() == psutil.STATUS_ZOMBIE and child.name() in _ADOPTED_DAEMONS:
-                    os.waitpid(child.pid, os.WNOHANG)
+        # Nothing may end this loop but `stop`: a reaper that died on one odd /proc read would leave the next
+        # zombie conmon unreaped and the teardown hung.
+        with contextlib.suppress(Exception):
+            for child in me.children():
+                with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
+                    if child.status() == psutil.STATUS_ZOMBIE and child.name() in _ADOPTED_DAEMONS:
+                        os.waitpid(child.pid, os.WNOHANG)
 
 
 _reaper_stop = threading.Event()

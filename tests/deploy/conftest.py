@@ -1,5 +1,6 @@
 """The deploy tier: build the CPU images, start docker/compose.yaml's stack (podman or docker) and check it from
-outside. One stack per session; tests that stop or kill containers bring them back before they return."""
+outside. One stack for the package (torn down when the deploy tests are done, so its engine container does not
+compete with the rest of the suite for CPU); tests that stop or kill containers bring them back before they return."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ class Stack:
             wait_for(lambda url=url: status(f"{url}/readyz") == 200, timeout, f"{url}/readyz did not answer 200")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[Stack]:
     ctr, env = _containers_env()
     # A short job lease so a killed gateway's job is taken over quickly (compose passes it to the gateways).
@@ -89,12 +90,14 @@ def stack() -> Iterator[Stack]:
     )
     if os.environ.get("VIDEOQA_DEPLOY_BUILD", "1") != "0":  # 0: test the images already built (iterating)
         subprocess.run(["scripts/images.sh"], cwd=ROOT, env=env, check=True)
-    subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, check=True)
+    subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, check=True, timeout=600)
     try:
         subprocess.run(["scripts/stack.sh", "up"], cwd=ROOT, env=env, check=True)
         yield Stack(ctr, env, gateways)
     finally:
         for name in ("videoqa-engine", "videoqa-gateway-1", "videoqa-gateway-2"):
-            logs = subprocess.run([ctr, "logs", "--tail", "30", name], env=env, capture_output=True, text=True)
+            logs = subprocess.run(
+                [ctr, "logs", "--tail", "30", name], env=env, capture_output=True, text=True, timeout=60
+            )
             print(f"--- {name}\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
-        subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, check=True)
+        subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, check=True, timeout=600)
