@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from tests.service.conftest import RedisServer
-from videoqa.service.state import RedisState, State, StateUnavailableError, create_state
+from videoqa.service.settings import Settings
+from videoqa.service.state import RedisState, State, StateUnavailableError, build_state, create_state
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -273,7 +276,7 @@ async def test_late_report_from_a_lapsed_lease_is_refused(state: State) -> None:
     job = await state.job_get("job-o")
     assert job is not None and (job.status, job.worker, job.error, job.result) == ("running", "worker-b", None, None)
     assert await state.job_claim("worker-c", lease_s=30) is None  # not queued a second time
-    assert await state.job_counts() == {"running": 1} | ({"queued": 0} if state.backend == "redis" else {})
+    assert await state.job_counts() == {"queued": 0, "delayed": 0, "running": 1}  # same keys on both backends
     assert await state.job_requeue_expired() == 0  # worker B's lease is intact
     assert await state.job_heartbeat("job-o", "worker-b", 30) is True
 
@@ -363,11 +366,13 @@ async def test_redis_outage_degrades_and_recovers(tmp_path: Path, caplog: pytest
         assert any("unreachable" in r.getMessage() for r in caplog.records)
 
         server.start()  # same port, empty (no persistence)
-        await _wait_until(st.ping, timeout=15)  # reconnects by itself after the backoff
-        assert st.healthy()
-        assert await st.file_get("file-1") == {"id": "file-1"}  # re-registered from the local copy
+        # The very first call after Redis is back succeeds: no cooldown to sit out, no stale pooled connection
+        # (nothing here waits or pings first).
         job = await st.job_submit("after", {"q": 1})
         assert job.status == "queued"
+        assert st.healthy()
+        assert any("is back" in r.getMessage() for r in caplog.records)
+        assert await st.file_get("file-1") == {"id": "file-1"}  # re-registered from the local copy
         claimed = await st.job_claim("w", 30)
         assert claimed is not None and claimed.id == "after"
         await st.cache_set("frames", b"again", ttl_s=60)
@@ -375,3 +380,153 @@ async def test_redis_outage_degrades_and_recovers(tmp_path: Path, caplog: pytest
     finally:
         await st.close()
         server.stop()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Settings -> backends (factory), retry backoff, busy deferral, record TTLs, bounded rate-limit memory
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_frame_cache_entry_cap_over_64_mib_is_honoured(backend: str, request: pytest.FixtureRequest) -> None:
+    big = 64 * 1024**2 + 1  # over the old hard-coded cap
+    redis_url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    settings = Settings(
+        redis_url=redis_url,
+        redis_namespace=f"t{uuid.uuid4().hex[:8]}",
+        frame_cache_max_bytes=big,
+        frame_cache_capacity_bytes=2 * big,
+    )
+    st = build_state(settings)
+    try:
+        await st.cache_set("big", b"x" * big, ttl_s=60)
+        assert await st.cache_get("big") == b"x" * big
+    finally:
+        await st.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"frame_cache_max_bytes": 2 * 1024**3}, "over VIDEOQA_FRAME_CACHE_CAPACITY_BYTES"),
+        ({"frame_cache_max_bytes": 600 * 1024**2, "redis_url": "redis://127.0.0.1:1/0"}, "proto-max-bulk-len"),
+    ],
+)
+def test_frame_cache_caps_that_cannot_be_honoured_are_refused_at_start(settings: dict, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        Settings(**settings)
+
+
+async def test_state_settings_reach_the_redis_backend(redis_server: RedisServer) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        redis_url=redis_server.url,
+        redis_namespace=ns,
+        job_max_attempts=1,
+        job_result_ttl_s=1000,
+        job_failed_ttl_s=2000,
+    )
+    st = build_state(settings)
+    raw = Redis.from_url(redis_server.url)
+    try:
+        for job_id in ("ok", "bad"):
+            await st.job_submit(job_id, {})
+        assert await raw.llen(f"{ns}:jobs:queue") == 2  # the namespace
+        await st.job_claim("w", 30)
+        await st.job_complete("ok", "w", {"answer": "a"})
+        await st.job_claim("w", 30)
+        await st.job_fail("bad", "w", {"message": "boom"}, retry=True)  # one attempt allowed: failed for good
+        assert (await st.job_get("bad")).status == "failed"  # type: ignore[union-attr]
+        assert 990 <= await raw.ttl(f"{ns}:job:ok") <= 1000
+        assert 1990 <= await raw.ttl(f"{ns}:job:bad") <= 2000
+    finally:
+        await raw.aclose()
+        await st.close()
+
+
+async def test_finished_records_expire_in_memory() -> None:
+    st = create_state(None, result_ttl_s=0.2, failed_ttl_s=3600)  # type: ignore[arg-type]
+    for job_id in ("done", "broken", "waiting"):
+        await st.job_submit(job_id, {})
+    await st.job_claim("w", 30)
+    await st.job_complete("done", "w", {})
+    await st.job_claim("w", 30)
+    await st.job_fail("broken", "w", {"message": "bad input"}, retry=False)
+
+    async def done_gone() -> bool:
+        return await st.job_get("done") is None
+
+    await _wait_until(done_gone, timeout=10)
+    assert (await st.job_get("broken")).status == "failed"  # type: ignore[union-attr]  # its own, longer TTL
+    assert (await st.job_get("waiting")).status == "queued"  # type: ignore[union-attr]  # unfinished: kept
+    assert [j.id for j in await st.job_list(None)] == ["waiting", "broken"]
+
+
+async def test_busy_deferral_waits_out_its_delay_and_costs_no_attempt(state: State) -> None:
+    await state.job_submit("job-busy", {})
+    for _ in range(5):  # more deferrals than max_attempts (3): being busy never fails a job
+        job = await state.job_claim("w", lease_s=30)
+        assert job is not None and job.id == "job-busy" and job.attempts == 1
+        assert await state.job_defer("job-busy", "w", delay_s=0)
+    assert await state.job_defer("job-busy", "w", delay_s=0) is False  # not running: nothing to defer
+    job = await state.job_claim("w", lease_s=30)
+    assert job is not None and job.deferrals == 5
+    assert await state.job_defer("job-busy", "w", delay_s=30) is True
+    assert await state.job_counts() == {"queued": 0, "delayed": 1, "running": 0}
+    assert await state.job_claim("w", lease_s=30) is None  # still backing off
+    record = await state.job_get("job-busy")
+    assert record is not None and record.status == "queued" and record.attempts == 0
+    assert record.not_before > time.time() + 20
+
+
+async def test_retry_backoff_delays_the_next_delivery(state: State) -> None:
+    await state.job_submit("job-b", {})
+    await state.job_claim("w", lease_s=30)
+    assert await state.job_fail("job-b", "w", {"message": "upstream 502"}, retry=True, delay_s=0.3)
+    assert await state.job_claim("w", lease_s=30) is None  # not before its delay
+
+    async def claimed() -> bool:
+        job = await state.job_claim("w", lease_s=30)
+        return job is not None and job.id == "job-b" and job.attempts == 2
+
+    await _wait_until(claimed, timeout=10)
+
+
+async def test_cancelling_a_backed_off_job_keeps_it_out_of_the_queue(state: State) -> None:
+    await state.job_submit("job-c", {})
+    await state.job_claim("w", lease_s=30)
+    await state.job_defer("job-c", "w", delay_s=0.05)
+    assert (await state.job_cancel("job-c")).status == "cancelled"  # type: ignore[union-attr]
+
+    async def delay_over() -> bool:
+        return time.time() > (await state.job_get("job-c")).not_before  # type: ignore[union-attr]
+
+    await _wait_until(delay_over, timeout=10)
+    assert await state.job_claim("w", lease_s=30) is None
+    assert await state.job_counts() == {"queued": 0, "delayed": 0, "running": 0}
+
+
+async def test_memory_rate_limits_forget_callers_once_their_window_passed() -> None:
+    st = create_state(None)
+    storage = st.rates.storage  # type: ignore[attr-defined]
+    for i in range(200):  # 200 different callers, once each
+        assert (await st.rate_hit(f"client-{i}", limit=5, window_s=1)).allowed
+
+    async def swept() -> bool:
+        await st.rate_hit("probe", limit=5, window_s=1)  # each hit schedules limits' sweep of expired entries
+        await asyncio.sleep(0.05)
+        return len(storage.events) <= 1
+
+    await _wait_until(swept, timeout=10)
+
+
+async def test_rate_decision_carries_the_header_values(state: State) -> None:
+    key = f"h-{uuid.uuid4().hex[:8]}"
+    first = await state.rate_hit(key, limit=2, window_s=30)
+    assert (first.allowed, first.limit, first.remaining) == (True, 2, 1)
+    assert 0 < first.reset_after_s <= 30
+    await state.rate_hit(key, limit=2, window_s=30)
+    denied = await state.rate_hit(key, limit=2, window_s=30)
+    assert not denied.allowed and denied.remaining == 0
+    # Moving window: the next request fits when the first hit (made just now) leaves the window.
+    assert 25 < denied.retry_after_s <= 30

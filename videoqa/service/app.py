@@ -20,7 +20,7 @@ from videoqa.service.requests import RequestIdMiddleware, noted
 from videoqa.service.routers import chat, files, health, jobs, video
 from videoqa.service.serving import VideoQAService
 from videoqa.service.settings import Settings
-from videoqa.service.state import create_state
+from videoqa.service.state import build_state
 from videoqa.video import DecodeLimits, DecodePool
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
         chat_format = None
         if engine is None:
             engine, chat_format = _make_engine(settings)
-        state = create_state(settings.redis_url, settings.redis_namespace, settings.job_max_attempts)
+        state = build_state(settings)
         pool = DecodePool(
             settings.decode_workers,
             DecodeLimits(

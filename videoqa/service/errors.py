@@ -121,7 +121,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StateUnavailableError)
     async def _state(_: Request, err: StateUnavailableError) -> JSONResponse:
         return error_response(
-            503, f"shared state unavailable: {err}", "state_unavailable", headers={"Retry-After": "2"}
+            503,
+            f"shared state unavailable: {err}",
+            "state_unavailable",
+            headers={"Retry-After": str(err.retry_after_s)},
         )
 
     @app.exception_handler(RequestValidationError)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from videoqa.service.state.factory import check_state_settings
 from videoqa.service.tenants import check_keyrings, parse_keys
 
 
@@ -83,8 +84,11 @@ class Settings(BaseSettings):
     """Largest frame accepted (width x height)."""
     frame_cache_ttl_s: float = 3600.0
     """How long decoded frames stay cached."""
-    frame_cache_max_bytes: int = 64 * 1024**2
-    """Largest decoded-frame entry cached."""
+    frame_cache_max_bytes: int = Field(default=64 * 1024**2, ge=1)
+    """Largest decoded-frame entry cached (bigger ones are decoded each time). Honoured as set: refused at start
+    if over the in-process cache's capacity (no Redis) or over Redis's 512 MiB value limit."""
+    frame_cache_capacity_bytes: int = Field(default=512 * 1024**2, ge=1)
+    """Total size of the in-process frame cache (least recently used evicted); with Redis, its maxmemory."""
     frame_cache_scope: Literal["shared", "tenant"] = "shared"
     """`shared`: tenants share decoded frames of identical videos (keyed by content hash: only a caller holding
     the same bytes can hit an entry). `tenant`: one cache per tenant, so cache hits and their latency cannot tell
@@ -110,11 +114,16 @@ class Settings(BaseSettings):
     job_lease_s: float = 30.0
     """A running job whose worker stops renewing its lease for this long is re-queued."""
     job_max_attempts: int = Field(default=3, ge=1)
-    """Attempts before a job is marked failed."""
+    """Attempts before a job is marked failed (an engine that was busy does not count as an attempt)."""
+    job_result_ttl_s: int = Field(default=7 * 86400, ge=1)
+    """How long a succeeded or cancelled job's record (and result) is kept."""
+    job_failed_ttl_s: int = Field(default=7 * 86400, ge=1)
+    """How long a failed job's record (and error) is kept."""
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:
         check_keyrings(self.tenant_keys, self.admin_keyring)  # bad entries fail at startup, not per request
+        check_state_settings(self)
         return self
 
     @cached_property
