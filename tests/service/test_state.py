@@ -482,12 +482,18 @@ async def test_busy_deferral_waits_out_its_delay_and_costs_no_attempt(state: Sta
 async def test_retry_backoff_delays_the_next_delivery(state: State) -> None:
     await state.job_submit("job-b", {})
     await state.job_claim("w", lease_s=30)
-    assert await state.job_fail("job-b", "w", {"message": "upstream 502"}, retry=True, delay_s=0.3)
+    assert await state.job_fail("job-b", "w", {"message": "upstream 502"}, retry=True, delay_s=30)
     assert await state.job_claim("w", lease_s=30) is None  # not before its delay
+    assert await state.job_counts() == {"queued": 0, "delayed": 1, "running": 0}
+    assert (await state.job_get("job-b")).not_before > time.time() + 20  # type: ignore[union-attr]
+
+    await state.job_submit("job-s", {})  # a short delay: handed out again once it is over
+    await state.job_claim("w", lease_s=30)
+    assert await state.job_fail("job-s", "w", {"message": "upstream 502"}, retry=True, delay_s=0.2)
 
     async def claimed() -> bool:
         job = await state.job_claim("w", lease_s=30)
-        return job is not None and job.id == "job-b" and job.attempts == 2
+        return job is not None and job.id == "job-s" and job.attempts == 2
 
     await _wait_until(claimed, timeout=10)
 
