@@ -1,7 +1,8 @@
 """Background job workers: claim from the shared queue, keep the lease alive, store the result.
 
 At-least-once: a worker killed mid-job stops heartbeating, its lease expires, and any gateway's worker
-requeues and redoes it. Results are idempotent (the first completion wins).
+requeues and redoes it. Results are idempotent (the first completion wins). A busy engine (503) defers the job
+with backoff and costs no attempt; other 5xx retry with backoff while attempts last; 4xx and bad input are final.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 
 from videoqa.service.errors import APIError
@@ -19,6 +21,24 @@ from videoqa.service.state import StateUnavailableError
 from videoqa.video.errors import VideoError
 
 log = logging.getLogger(__name__)
+
+
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
+
+
+def backoff_s(n: int) -> float:
+    """Delay before the (n+1)-th try: exponential, capped, with "equal jitter" (half fixed, half random) so
+    workers that met the same busy engine do not all come back at once (AWS Architecture Blog, "Exponential
+    Backoff And Jitter", 2015)."""
+    full = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(n - 1, 0))
+    return full / 2 + random.uniform(0, full / 2)
+
+
+def _retry_after(err: APIError) -> float:
+    try:
+        return float(err.headers.get("Retry-After", 0))
+    except ValueError:
+        return 0.0
 
 
 async def _heartbeat(service: VideoQAService, job_id: str, worker: str, lease_s: float) -> None:
@@ -65,12 +85,18 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
         except asyncio.CancelledError:
             raise  # shutdown: the lease lapses and another worker redoes it
         except APIError as err:
-            if err.status >= 500:  # overloaded or not ready: try again later
+            error = {"message": err.message, "code": err.code}
+            if err.status == 503:  # the engine is busy or loading: not the job's fault, so no attempt is used
+                delay = max(backoff_s(job.deferrals), _retry_after(err))
                 with contextlib.suppress(StateUnavailableError):
-                    await state.job_fail(job.id, worker, {"message": err.message, "code": err.code}, True)
+                    await state.job_defer(job.id, worker, delay)
+                metrics.jobs.labels("deferred").inc()
+            elif err.status >= 500:  # may pass on a later attempt
+                with contextlib.suppress(StateUnavailableError):
+                    await state.job_fail(job.id, worker, error, True, backoff_s(job.attempts))
                 metrics.jobs.labels("retried").inc()
-            else:  # the request itself is wrong (unknown file, over budget): retrying cannot help
-                await state.job_fail(job.id, worker, {"message": err.message, "code": err.code}, False)
+            else:  # 4xx: the request itself is wrong (unknown file, over budget); retrying cannot help
+                await state.job_fail(job.id, worker, error, False)
                 metrics.jobs.labels("failed").inc()
         except (VideoError, ValueError) as err:  # the input is bad: retrying cannot help
             await state.job_fail(job.id, worker, {"message": str(err), "code": getattr(err, "code", "invalid")}, False)
@@ -78,7 +104,9 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
         except Exception as err:
             log.exception("job %s failed", job.id)
             with contextlib.suppress(StateUnavailableError):
-                await state.job_fail(job.id, worker, {"message": str(err), "code": "internal"}, True)
+                await state.job_fail(
+                    job.id, worker, {"message": str(err), "code": "internal"}, True, backoff_s(job.attempts)
+                )
             metrics.jobs.labels("retried").inc()
         finally:
             beat.cancel()

@@ -54,5 +54,11 @@ class Metrics:
             registry=r,
         )
         self.jobs = Counter("videoqa_jobs_total", "Jobs by outcome", ["event"], registry=r)
+        self.job_backlog = Gauge(
+            "videoqa_job_backlog",
+            "Unfinished jobs in the shared queue by state (queued, delayed: backing off, running), read at scrape",
+            ["state"],
+            registry=r,
+        )
         self.redis_up = Gauge("videoqa_redis_up", "1 when the configured Redis answers", registry=r)
         self.rejected = Counter("videoqa_rejected_total", "Requests refused by limits", ["reason"], registry=r)

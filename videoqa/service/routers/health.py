@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from videoqa.service.state import StateUnavailableError
+
 router = APIRouter(tags=["health"])
 
 
@@ -38,6 +40,11 @@ async def metrics(request: Request) -> Response:
     m = request.app.state.metrics
     engine = request.app.state.engine
     m.queue_depth.set(engine.queue_depth())
+    try:
+        for name, count in (await request.app.state.state.job_counts()).items():
+            m.job_backlog.labels(name).set(count)
+    except StateUnavailableError:  # Redis is down: no fresh figure (videoqa_redis_up says why)
+        m.job_backlog.clear()
     # The engine's own vllm:* series (embedded: this process's registry; split mode: fetched from the engine).
     engine_series = await engine.metrics_text() if hasattr(engine, "metrics_text") else ""
     return Response(generate_latest(m.registry) + engine_series.encode(), media_type=CONTENT_TYPE_LATEST)
