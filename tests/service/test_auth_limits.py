@@ -1,9 +1,14 @@
-"""API keys, per-key rate limits, and backpressure."""
+"""API keys, per-key rate limits, and backpressure (admission that queues)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import socket
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -45,17 +50,101 @@ def test_rate_limit_per_key_gives_429_with_retry_after(gw) -> None:
     assert httpx.get(f"{gw.url}/v1/models", headers=_auth("key-a")).status_code == 200
 
 
-def test_backpressure_503_when_the_engine_queue_is_full(start_gateway, videos) -> None:
-    gw = start_gateway(max_inflight="1")
-    with open(videos["short"], "rb") as f:
+class HeldVideo:
+    """A loopback server whose /clip.mp4 answers only once released (one byte every second until then, so the
+    gateway's fetch neither finishes nor times out): a request fetching it holds its admission slot for exactly
+    as long as the test wants."""
+
+    def __init__(self, video: bytes) -> None:
+        self.video, self.hits, self.released = video, 0, threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", str(len(outer.video)))
+                self.end_headers()
+                sent = 0
+                while not outer.released.wait(1.0) and sent < len(outer.video) - 1:
+                    self.wfile.write(outer.video[sent : sent + 1])
+                    self.wfile.flush()
+                    sent += 1
+                self.wfile.write(outer.video[sent:])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}/clip.mp4"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _gauge(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} missing from /metrics")
+
+
+def _until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_admission_queues_within_capacity_and_refuses_past_it(start_gateway, videos) -> None:
+    gw = start_gateway(max_inflight="1", max_waiting="1", max_wait_s="120", fetch_allow_cidrs='["127.0.0.2/32"]')
+    held = HeldVideo(videos["short"].read_bytes())
+    with open(videos["other"], "rb") as f:
         file_id = httpx.post(f"{gw.url}/v1/files", files={"file": ("v.mp4", f)}, timeout=60).json()["id"]
-    body = {"file_id": file_id, "question": "q", "num_frames": 4, "max_tokens": 300}
+    ask = {"question": "q", "num_frames": 4, "max_tokens": 4}
+    pool = concurrent.futures.ThreadPoolExecutor(4)
+    try:
+        # A holds the one slot (its video is still arriving), B waits in line, C finds the line full.
+        a = pool.submit(httpx.post, f"{gw.url}/v1/video/qa", json=ask | {"video_url": held.url}, timeout=120)
+        _until(lambda: held.hits == 1)
+        b = pool.submit(httpx.post, f"{gw.url}/v1/video/qa", json=ask | {"file_id": file_id}, timeout=120)
+        _until(lambda: _gauge(gw.url, "videoqa_waiting_requests") == 1)
+        c = httpx.post(f"{gw.url}/v1/video/qa", json=ask | {"file_id": file_id}, timeout=120)
+        assert c.status_code == 503 and c.json()["error"]["code"] == "overloaded"
+        assert int(c.headers["Retry-After"]) >= 1
+        assert not b.done()
+        held.released.set()
+        assert a.result().status_code == 200 and b.result().status_code == 200  # B waited instead of failing
 
-    import concurrent.futures
+        # A client that disconnects while waiting leaves the line (and takes no slot with it).
+        held.released.clear()
+        a2 = pool.submit(httpx.post, f"{gw.url}/v1/chat/completions", json=_chat(held.url), timeout=120)
+        _until(lambda: held.hits == 2)
+        host, port = gw.url.removeprefix("http://").split(":")
+        body = json.dumps(_chat(f"videoqa://files/{file_id}")).encode()
+        with socket.create_connection((host, int(port))) as gone:
+            gone.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            _until(lambda: _gauge(gw.url, "videoqa_waiting_requests") == 1)
+        _until(lambda: _gauge(gw.url, "videoqa_waiting_requests") == 0)
+        e = pool.submit(httpx.post, f"{gw.url}/v1/video/qa", json=ask | {"file_id": file_id}, timeout=120)
+        _until(lambda: _gauge(gw.url, "videoqa_waiting_requests") == 1)  # the line has room again
+        held.released.set()
+        assert a2.result().status_code == 200 and e.result().status_code == 200
+        _until(lambda: _gauge(gw.url, "videoqa_inflight_requests") == 0)
+    finally:
+        held.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        results = list(ex.map(lambda _: httpx.post(f"{gw.url}/v1/video/qa", json=body, timeout=120), range(4)))
-    codes = sorted(r.status_code for r in results)
-    assert 200 in codes and 503 in codes
-    busy = next(r for r in results if r.status_code == 503)
-    assert busy.headers["Retry-After"] and busy.json()["error"]["code"] == "overloaded"
+
+def _chat(url: str) -> dict:
+    content = [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "q"}]
+    return {"messages": [{"role": "user", "content": content}], "max_tokens": 4, "num_frames": 4}

@@ -72,6 +72,53 @@ class _TooLarge(Exception):
     pass
 
 
+class Observe:
+    """Per-request metrics and the access log line (pure ASGI: Starlette's BaseHTTPMiddleware, which
+    `@app.middleware("http")` makes, hides a client's disconnect from `Request.is_disconnected()`, so a request
+    waiting for admission or for its answer would never notice that its client left)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self._record(scope, status, time.perf_counter() - start)
+
+    @staticmethod
+    def _record(scope: Scope, status: int, elapsed: float) -> None:
+        path = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"]
+        state = getattr(scope.get("app"), "state", None)
+        metrics = getattr(state, "metrics", None)
+        if metrics is not None:
+            metrics.requests.labels(path, method, str(status)).inc()
+            metrics.latency.labels(path).observe(elapsed)
+        # The audit line names the tenant (noted by deps.authorize: its name, never the key).
+        fields = {"route": path, "method": method, "status": status, "seconds": round(elapsed, 4), **noted()}
+        access_log.info(
+            "%s %s %s %.3fs tenant=%s",
+            method,
+            path,
+            status,
+            elapsed,
+            fields.get("tenant", "-"),
+            extra={"fields": fields},
+        )
+
+
 def _make_engine(settings: Settings) -> tuple[VideoQAEngine, ChatFormat | None]:
     """The engine, and the chat format when a local checkpoint has the tokenizer (split mode without `model`
     gets it from the engine once that is up)."""
@@ -145,36 +192,7 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
     for router in (files.router, video.router, chat.router, jobs.router, health.router):
         app.include_router(router)
 
-    @app.middleware("http")
-    async def observe(request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics = getattr(request.app.state, "metrics", None)
-        elapsed = time.perf_counter() - start
-        if metrics is not None:
-            metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-            metrics.latency.labels(path).observe(elapsed)
-        # The audit line names the tenant (noted by deps.authorize: its name, never the key).
-        fields = {
-            "route": path,
-            "method": request.method,
-            "status": response.status_code,
-            "seconds": round(elapsed, 4),
-            **noted(),
-        }
-        access_log.info(
-            "%s %s %s %.3fs tenant=%s",
-            request.method,
-            path,
-            response.status_code,
-            elapsed,
-            fields.get("tenant", "-"),
-            extra={"fields": fields},
-        )
-        return response
-
+    app.add_middleware(Observe)
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line of a request has its id
     return app

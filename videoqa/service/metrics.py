@@ -61,4 +61,12 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge("videoqa_redis_up", "1 when the configured Redis answers", registry=r)
+        self.inflight = Gauge("videoqa_inflight_requests", "Generation requests holding an admission slot", registry=r)
+        self.waiting = Gauge("videoqa_waiting_requests", "Requests queued for an admission slot", registry=r)
+        self.admission_wait = Histogram(
+            "videoqa_admission_wait_seconds",
+            "Time a request waited for an admission slot",
+            registry=r,
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
         self.rejected = Counter("videoqa_rejected_total", "Requests refused by limits", ["reason"], registry=r)

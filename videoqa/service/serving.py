@@ -27,6 +27,7 @@ import numpy as np
 from videoqa.model.chat import ChatFormat, Turn, video_question_text
 from videoqa.model.engine import GenerationChunk, GenerationRequest, VideoQAEngine
 from videoqa.model.layout import num_video_tokens
+from videoqa.service.admission import Admission, Slot
 from videoqa.service.errors import APIError
 from videoqa.service.fetch import FetchOptions, fetch_to_file
 from videoqa.service.metrics import Metrics
@@ -96,7 +97,7 @@ class VideoQAService:
         self.tmp_dir = settings.data_dir / "tmp"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.inflight = 0
+        self.admission = Admission(settings.max_inflight, settings.max_waiting, settings.max_wait_s, metrics)
         self.started_at = int(time.time())
         """When this gateway started: the `created` of the served model in /v1/models (stable across calls)."""
 
@@ -285,21 +286,18 @@ class VideoQAService:
         return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)
 
     # ---- generation --------------------------------------------------------------------------------
-    def admit(self) -> Slot:
-        """Backpressure: reserve an in-flight slot now, or refuse (503 + Retry-After) rather than queue
-        without bound. The caller releases the slot when the request (or its stream) ends."""
+    async def admit(self) -> Slot:
+        """Backpressure: an in-flight slot now or after a bounded wait in line, else 503 + Retry-After
+        (admission.py). The caller releases the slot when the request (or its stream) ends."""
         if not self.engine.ready() or self.chat_format is None:
             raise APIError(
                 503, "the engine is still loading; retry shortly", "engine_not_ready", headers={"Retry-After": "5"}
             )
         depth = self.engine.queue_depth()
         self.metrics.queue_depth.set(depth)
-        if self.inflight >= self.settings.max_inflight or depth >= self.settings.max_engine_queue:
-            self.metrics.rejected.labels("overloaded").inc()
-            raise APIError(
-                503, f"server busy ({depth} requests queued); retry shortly", "overloaded", headers={"Retry-After": "2"}
-            )
-        return Slot(self)
+        if depth >= self.settings.max_engine_queue:  # the engine's queue is shared by every gateway: no waiting
+            raise self.admission.refuse("engine_queue_full", f"server busy ({depth} requests queued in the engine)")
+        return await self.admission.acquire()
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         start = time.perf_counter()
@@ -379,7 +377,7 @@ class VideoQAService:
         self, source: VideoSource, question: str, sampling: SamplingFields, gen: Any, *, tenant: str
     ) -> Answer:
         """One question about one video (REST QA, captions and jobs), with `tenant`'s files."""
-        with self.admit():
+        with await self.admit():
             prompt, frames, visual = await self.prepare(
                 source, sampling, [Turn("user", question)], gen.max_tokens, tenant=tenant
             )
@@ -398,32 +396,16 @@ class VideoQAService:
             return await self.complete(req, frames, visual)
 
 
-class Slot:
-    """An admitted request's place in the gateway; released exactly once."""
-
-    def __init__(self, service: VideoQAService) -> None:
-        self.service = service
-        self.held = True
-        service.inflight += 1
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.service.inflight -= 1
-
-    def __enter__(self) -> Slot:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 async def cancel_on_disconnect(request: Any, coro: Any) -> Any:
     """Run `coro`, cancelling it (and so aborting its engine request) if the client goes away."""
     task = asyncio.ensure_future(coro)
-    while not task.done():
-        done, _ = await asyncio.wait({task}, timeout=0.25)
-        if not done and await request.is_disconnected():
-            task.cancel()
-            raise APIError(499, "client disconnected", "client_disconnected")
+    try:
+        while not task.done():
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if not done and await request.is_disconnected():
+                task.cancel()
+                raise APIError(499, "client disconnected", "client_disconnected")
+    except asyncio.CancelledError:  # we are cancelled ourselves (shutdown): so is the work, or it would run on
+        task.cancel()
+        raise
     return task.result()

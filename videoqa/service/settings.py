@@ -57,7 +57,12 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 0
     """Requests per tenant (without keys: per client address) per minute; 0 = unlimited."""
     max_inflight: int = Field(default=32, ge=1)
-    """Generation requests in flight in this gateway before it answers 503."""
+    """Generation requests in flight in this gateway; more wait in line (max_waiting)."""
+    max_waiting: int = Field(default=64, ge=0)
+    """Requests that may wait (first in, first out) for an in-flight slot; beyond, 503 + Retry-After (derived from
+    the measured service rate). 0 = refuse as soon as max_inflight are in flight."""
+    max_wait_s: float = Field(default=30.0, gt=0)
+    """Longest wait in that line; then 503 + Retry-After."""
     max_engine_queue: int = Field(default=64, ge=1)
     """Engine queue depth beyond which new requests get 503 + Retry-After."""
     shutdown_grace_s: float = 30.0

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from videoqa.model.chat import Turn
 from videoqa.model.engine import GenerationChunk, GenerationRequest
+from videoqa.service.admission import Slot
 from videoqa.service.deps import get_service, rate_limit
 from videoqa.service.errors import COMMON_ERRORS, APIError
 from videoqa.service.protocol import (
@@ -31,7 +32,7 @@ from videoqa.service.protocol import (
     VideoSource,
 )
 from videoqa.service.requests import request_id
-from videoqa.service.serving import Frames, Slot, VideoQAService, cancel_on_disconnect
+from videoqa.service.serving import Frames, VideoQAService, cancel_on_disconnect
 from videoqa.service.tenants import Principal
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ async def chat(
     _refuse_unsupported(body)
     turns, video, video_turn, image = _flatten(body)
     asked = body.max_completion_tokens or body.max_tokens
-    slot = service.admit()  # held until the answers (or the whole stream) are done
+    # Held until the answers (or the whole stream) are done; a client that leaves while waiting leaves the line.
+    slot = await cancel_on_disconnect(request, service.admit())
     try:
         prompt, frames, visual = await service.prepare(
             video, body, turns, asked or 1, video_turn, image, tenant=principal.tenant
