@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from videoqa.model.chat import ChatFormat
 from videoqa.service import errors
 from videoqa.service.metrics import Metrics
+from videoqa.service.ratelimit import RateLimitHeaders
 from videoqa.service.requests import RequestIdMiddleware, noted
 from videoqa.service.routers import chat, files, health, jobs, video
 from videoqa.service.serving import VideoQAService
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
 
     app.add_middleware(Observe)
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line of a request has its id
     return app
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 
 from videoqa.service.errors import APIError
+from videoqa.service.ratelimit import client_address, rate_headers
 from videoqa.service.requests import note
 from videoqa.service.serving import VideoQAService
 from videoqa.service.tenants import ANONYMOUS, Principal, hash_key
@@ -31,7 +32,8 @@ async def authorize(request: Request) -> Principal:
         name = settings.tenant_keys[digest]
         principal = Principal(tenant=name, rate_key=f"tenant:{name}")
     elif not settings.tenant_keys:
-        client = request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        client = client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
         principal = Principal(tenant=ANONYMOUS, rate_key=f"ip:{client}")
     if principal is None:
         raise APIError(
@@ -48,13 +50,15 @@ async def rate_limit(request: Request, principal: Principal = Depends(authorize)
     settings = request.app.state.settings
     if settings.rate_limit_per_minute > 0:
         decision = await request.app.state.state.rate_hit(principal.rate_key, settings.rate_limit_per_minute, 60.0)
+        headers = rate_headers(decision, 60.0)
+        request.scope.setdefault("state", {})["rate_headers"] = headers  # ratelimit.RateLimitHeaders adds them
         if not decision.allowed:
             request.app.state.metrics.rejected.labels("rate_limited").inc()
-            retry = max(int(decision.retry_after_s + 0.999), 1)
             raise APIError(
                 429,
-                f"rate limit of {settings.rate_limit_per_minute} requests per minute exceeded; retry in {retry} s",
+                f"rate limit of {settings.rate_limit_per_minute} requests per minute exceeded; "
+                f"retry in {headers['Retry-After']} s",
                 "rate_limit_exceeded",
-                headers={"Retry-After": str(retry)},
+                headers=headers,
             )
     return principal

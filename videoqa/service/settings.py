@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, IPvAnyNetwork, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from videoqa.service.state.factory import check_state_settings
@@ -54,8 +54,11 @@ class Settings(BaseSettings):
     """Largest video upload (multipart), in bytes (413 beyond)."""
     max_json_bytes: int = 64 * 1024**2
     """Largest JSON body (data: URLs included), in bytes (413 beyond)."""
-    rate_limit_per_minute: int = 0
-    """Requests per tenant (without keys: per client address) per minute; 0 = unlimited."""
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    """Requests per tenant (without keys: per client address) in any 60 s (a moving window); 0 = unlimited."""
+    trusted_proxies: list[IPvAnyNetwork] = []
+    """Proxies (addresses or networks, JSON list) whose X-Forwarded-For is believed when finding the client
+    address for rate limits; empty = the connection's own address (docs/service.md)."""
     max_inflight: int = Field(default=32, ge=1)
     """Generation requests in flight in this gateway; more wait in line (max_waiting)."""
     max_waiting: int = Field(default=64, ge=0)
