@@ -85,8 +85,12 @@ def test_redis_stopped_mid_test_then_restarted(start_gateway, redis_server, vide
         assert httpx.get(f"{gw.url}/readyz").status_code == 503
         jobs = httpx.post(f"{gw.url}/v1/jobs", json={"task": "caption", "file_id": file_id})
         assert jobs.status_code == 503 and jobs.json()["error"]["code"] == "state_unavailable"  # never silently lost
+        assert jobs.headers["Retry-After"] == "1"
     finally:
         redis_server.start()
+    # The first submission after Redis is back is accepted: no cooldown, nothing waited for first.
+    back = httpx.post(f"{gw.url}/v1/jobs", json={"task": "caption", "file_id": file_id, "max_tokens": 2})
+    assert back.status_code == 202, back.text
     deadline = time.monotonic() + 30
     while httpx.get(f"{gw.url}/readyz").status_code != 200:  # polling a condition, with a deadline
         assert time.monotonic() < deadline, "gateway did not notice Redis coming back"
