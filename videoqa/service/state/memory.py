@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-from videoqa.service.state.base import JobRecord
+from videoqa.service.state.base import FINAL_STATUSES, JobRecord
 from videoqa.service.tenants import ANONYMOUS
 
 log = logging.getLogger(__name__)
@@ -85,19 +85,23 @@ class MemoryJobs:
         self._queue: list[str] = []  # claimed from the end: oldest last
         self._delayed: list[tuple[float, str]] = []  # heap of (not_before, id)
         self._leases: dict[str, float] = {}
-        self._expiry: dict[str, float] = {}  # finished id -> when its record goes
+        self._expiry: list[tuple[float, str]] = []  # heap of (when the finished record goes, id)
         self._lock = asyncio.Lock()
 
     def _finish(self, job: JobRecord, status: str) -> None:
         job.status, job.updated = status, time.time()
         self._leases.pop(job.id, None)
-        self._expiry[job.id] = job.updated + (self.failed_ttl_s if status == "failed" else self.result_ttl_s)
+        ttl = self.failed_ttl_s if status == "failed" else self.result_ttl_s
+        heapq.heappush(self._expiry, (job.updated + ttl, job.id))
 
     def _prune(self) -> None:
+        """Drop expired finished records: a heap, so each call costs only what it removes (not every job)."""
         now = time.time()
-        for job_id in [j for j, t in self._expiry.items() if t <= now]:
-            del self._expiry[job_id]
-            self._jobs.pop(job_id, None)
+        while self._expiry and self._expiry[0][0] <= now:
+            _, job_id = heapq.heappop(self._expiry)
+            job = self._jobs.get(job_id)
+            if job is not None and job.status in FINAL_STATUSES:
+                del self._jobs[job_id]
 
     def _requeue(self, job: JobRecord, delay_s: float) -> None:
         job.status, job.updated = "queued", time.time()
