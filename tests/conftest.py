@@ -35,6 +35,23 @@ def make_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[.
     return make
 
 
+# ---- tiers by fixture ------------------------------------------------------------------------------------------
+# pytest reads `pytestmark` only from test modules, never from a conftest, so a conftest cannot mark the tests that
+# use its fixtures that way. The tier follows from the fixtures a test uses instead (directly or through other
+# fixtures: item.fixturenames is the whole closure), so a test that needs the session engine can never land in the
+# fast tier. Tests that start an engine themselves are marked `engine` in their module.
+TIER_FIXTURES = {"engine_url": "engine", "start_gateway": "engine", "redis_server": "redis"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker (the mark plugin's own modifyitems hook)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in TIER_FIXTURES.items():
+            if fixture in used:
+                item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(make_tiny_checkpoint: Callable[..., Path]) -> Path:
     """A random tiny checkpoint with the default LLaVA-Video layout (average, grid, s=1)."""
@@ -76,7 +93,7 @@ def _expected_helpers() -> set[int]:
 _ADOPTED_DAEMONS = frozenset({"conmon", "aardvark-dns", "netavark", "catatonit", "slirp4netns", "pasta"})
 
 
-def _reap_adopted_daemons(stop: threading.Event) -> None:
+def _reap_adopted_daemons(stop: threading.Event, watch_engines: bool) -> None:
     import psutil
 
     me = psutil.Process()
@@ -88,6 +105,32 @@ def _reap_adopted_daemons(stop: threading.Event) -> None:
                 with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
                     if child.status() == psutil.STATUS_ZOMBIE and child.name() in _ADOPTED_DAEMONS:
                         os.waitpid(child.pid, os.WNOHANG)
+            if watch_engines:
+                for proc in me.children(recursive=True):
+                    with contextlib.suppress(psutil.Error, OSError):
+                        if proc.pid not in _engines_seen and _is_engine(proc.cmdline()):
+                            _engines_seen[proc.pid] = " ".join(proc.cmdline())[:200]
+
+
+# ---- the fast tier starts no engine ---------------------------------------------------------------------------
+# A run that deselects `engine` (make test-fast) watches every process the tests start and fails the session if one
+# is a vLLM engine: the tier markers above are what keeps it fast, and a test that starts an engine without using
+# the engine fixtures (and without its own `engine` mark) would otherwise slip in unnoticed.
+_engines_seen: dict[int, str] = {}
+
+
+def _is_engine(cmdline: list[str]) -> bool:
+    """`videoqa engine`, or vLLM's engine core (its process title, which any embedded LocalEngine starts)."""
+    joined = " ".join(cmdline)
+    return "EngineCore" in joined or ("videoqa.cli" in cmdline and "engine" in cmdline)
+
+
+def _engines_deselected(config: pytest.Config) -> bool:
+    from _pytest.mark.expression import Expression
+
+    markexpr = config.getoption("markexpr", "") or ""
+    # The expression as pytest evaluates it, for a test marked only `engine`.
+    return bool(markexpr) and not Expression.compile(markexpr).evaluate(lambda name, **_: name == "engine")
 
 
 _reaper_stop = threading.Event()
@@ -95,7 +138,8 @@ _reaper_stop = threading.Event()
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     _become_subreaper()
-    threading.Thread(target=_reap_adopted_daemons, args=(_reaper_stop,), name="reaper", daemon=True).start()
+    watch = _engines_deselected(session.config)
+    threading.Thread(target=_reap_adopted_daemons, args=(_reaper_stop, watch), name="reaper", daemon=True).start()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -103,7 +147,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     fixture has been torn down. Runs after session-scoped teardown (servers, engines, gateways)."""
     import psutil
 
-    from tests.procs import describe, wait_gone
+    from tests.utils.procs import describe, wait_gone
 
     me = psutil.Process()
     expected = _expected_helpers()
@@ -114,9 +158,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(child.pid, os.WNOHANG)
     _reaper_stop.set()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if _engines_seen:
+        message = (
+            "engines started in a run that deselects `engine` (mark the test `engine`, or use the engine fixtures): "
+            + "; ".join(_engines_seen.values())
+        )
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not left:
         return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     message = f"processes left running after the test session (now killed): {describe(left)}"
     if reporter is not None:
         reporter.ensure_newline()

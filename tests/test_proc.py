@@ -11,7 +11,7 @@ import textwrap
 import psutil
 import pytest
 
-from tests.procs import describe, wait_gone
+from tests.utils.procs import describe, wait_gone
 
 _OWNER = textwrap.dedent(
     """

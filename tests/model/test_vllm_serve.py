@@ -15,7 +15,9 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
-from tests.service.conftest import _env, free_port, stop_process, wait_http
+from tests.utils.net import free_port, wait_http
+from tests.utils.procs import stop_process
+from tests.utils.servers import videoqa_env
 from videoqa.model.tokenizer import SPECIAL_TOKENS
 from videoqa.video.testing import make_test_video
 
@@ -41,7 +43,7 @@ def test_vllm_openai_server_answers_a_video_chat(tiny_checkpoint, tmp_path) -> N
             "--limit-mm-per-prompt",
             '{"video": 1}',
         ],
-        env=_env(),
+        env=videoqa_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

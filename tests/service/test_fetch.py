@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import videoqa.service.fetch as fetch_module
-from tests.service.conftest import free_port
+from tests.utils.net import free_port
 from videoqa.service.fetch import (
     BadURLError,
     BlockedAddressError,

@@ -12,8 +12,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.procs import descendants, describe, wait_gone
-from tests.service.conftest import _env, free_port, stop_process, wait_http
+from tests.utils.net import free_port, wait_http
+from tests.utils.procs import descendants, describe, stop_process, wait_gone
+from tests.utils.servers import videoqa_env
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -29,11 +30,12 @@ def test_gateway_helpers_exit_with_the_gateway(start_gateway, videos, sig) -> No
     assert not left, f"left running after the gateway's {sig.name}: {describe(left)}"
 
 
+@pytest.mark.engine  # starts its own engine
 def test_engine_core_exits_when_the_engine_process_is_killed(tiny_checkpoint: Path, tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoqa.cli", "engine", "--model", str(tiny_checkpoint), "--port", str(port)],
-        env=_env(dtype="float32", max_model_len="4096"),
+        env=videoqa_env(dtype="float32", max_model_len="4096"),
         stdout=(tmp_path / "engine.log").open("w"),
         stderr=subprocess.STDOUT,
     )

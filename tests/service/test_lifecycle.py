@@ -10,20 +10,23 @@ import threading
 import time
 
 import httpx
+import pytest
 
-from tests.procs import descendants, describe, wait_gone
-from tests.service.conftest import ENGINE_TOKEN, _env, free_port, wait_http
+from tests.utils.net import free_port, wait_http
+from tests.utils.procs import descendants, describe, wait_gone
+from tests.utils.servers import ENGINE_TOKEN, videoqa_env
 
 
 def _queue_depth(url: str) -> float:
     return float(re.search(r"^videoqa_engine_queue_depth ([0-9.]+)$", httpx.get(f"{url}/metrics").text, re.M).group(1))
 
 
+@pytest.mark.engine  # starts its own embedded engine
 def test_embedded_default_model_serves_and_sigterm_finishes_in_flight_requests(tmp_path, videos) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
     # No --model: the embedded default (demo checkpoint if shipped, else a tiny one built into the cache dir).
-    env = _env(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), shutdown_grace_s="60")
+    env = videoqa_env(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), shutdown_grace_s="60")
     env["VIDEOQA_CACHE_DIR"] = str(tmp_path / "cache")
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoqa.cli", "serve", "--port", str(port)],

@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import ENGINE_TOKEN, _env, free_port, stop_process, wait_http
+from tests.utils.net import free_port, wait_http
+from tests.utils.procs import stop_process
+from tests.utils.servers import ENGINE_TOKEN, videoqa_env
 
 pytestmark = pytest.mark.engine
 
@@ -54,7 +56,7 @@ def test_gateway_with_a_wrong_token_says_so(engine_url: str) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "videoqa.cli", "serve", "--port", str(port), "--engine-url", engine_url],
-        env=_env(engine_api_token="wrong", decode_workers="1"),
+        env=videoqa_env(engine_api_token="wrong", decode_workers="1"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -78,7 +80,7 @@ def test_split_gateway_runs_without_torch_or_vllm(engine_url: str, videos, tmp_p
     blocked = tmp_path / "blocked.log"
     blocked.touch()
     port = free_port()
-    env = _env(engine_api_token=ENGINE_TOKEN, data_dir=str(tmp_path / "data"), decode_workers="1")
+    env = videoqa_env(engine_api_token=ENGINE_TOKEN, data_dir=str(tmp_path / "data"), decode_workers="1")
     env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["VIDEOQA_TEST_BLOCKED_LOG"] = str(blocked)
     log = tmp_path / "gateway.log"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import free_port
+from tests.utils.net import free_port
 
 
 @pytest.fixture(scope="module")

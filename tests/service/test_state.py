@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from tests.service.conftest import RedisServer
+from tests.utils.redis_server import RedisServer
 from videoqa.service.settings import Settings
 from videoqa.service.state import RedisState, State, StateUnavailableError, build_state, create_state
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.procs import descendants, describe, wait_gone
+from tests.utils.procs import descendants, describe, wait_gone
 from videoqa.video.testing import make_test_video
 
 # The owner: builds a pool, decodes once (so the forkserver and a worker exist), says so, then waits.

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videoqa.model.layout import LayoutError
 from videoqa.service.fetch import FetchError
+from videoqa.service.requests import HEADER as REQUEST_ID_HEADER
 from videoqa.service.requests import current_request_id
 from videoqa.service.state import StateUnavailableError
 from videoqa.video.errors import VideoError
@@ -59,14 +60,16 @@ _TYPES = {
 }
 
 
-def error_response(status: int, message: str, code: str, param: str | None = None, headers=None) -> JSONResponse:
+def error_response(
+    status: int, message: str, code: str, param: str | None = None, headers=None, request_id: str | None = None
+) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorBody(
             message=message,
             type=_TYPES.get(status, "server_error"),
             param=param,
             code=code,
-            request_id=current_request_id(),
+            request_id=request_id or current_request_id(),
         )
     )
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
@@ -137,6 +140,12 @@ def install(app: FastAPI) -> None:
         return error_response(err.status_code, str(err.detail), "http_error", headers=getattr(err, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(500, "internal error; the request was not completed", "internal_error")
+        # Starlette answers unhandled errors outermost, after RequestIdMiddleware has returned (its context
+        # variable is reset and its header not added), so the id comes from the scope it left.
+        rid = request.scope.get("state", {}).get("request_id")
+        headers = {REQUEST_ID_HEADER: rid} if rid else None
+        return error_response(
+            500, "internal error; the request was not completed", "internal_error", headers=headers, request_id=rid
+        )

@@ -1,7 +1,8 @@
-"""Helpers for process-hygiene tests: a process's descendants and waiting (with a deadline) for them to go."""
+"""Processes the tests start: stopping them, a process's descendants, and waiting (with a deadline) for them to go."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import psutil
@@ -44,3 +45,15 @@ def describe(procs: list[psutil.Process]) -> str:
         except psutil.NoSuchProcess:
             continue
     return "; ".join(out)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+

@@ -1,0 +1,139 @@
+"""The gateway's own logic in the fast tier: the real app (routers, validation, sampling, budgets, prompts, error
+layer) in this process, with tests/utils/fake_engine.py in place of vLLM. What only a real engine can show (its
+answers, aborts, prefix cache) is tested against the session engine in the other tests/service modules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from transformers import AutoTokenizer
+
+from tests.utils.fake_engine import FakeEngine
+from videoqa.model.layout import num_video_tokens
+from videoqa.service.app import create_app
+from videoqa.service.settings import Settings
+from videoqa.video.testing import read_pattern
+
+
+class Gateway:
+    def __init__(self, client: TestClient, engine: FakeEngine) -> None:
+        self.client, self.engine = client, engine
+
+    def upload(self, path: Path) -> str:
+        with path.open("rb") as f:
+            r = self.client.post("/v1/files", files={"file": (path.name, f, "video/mp4")})
+        assert r.status_code == 200, r.text
+        return r.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def gw(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    engine = FakeEngine(tiny_checkpoint)
+    data_dir = tmp_path_factory.mktemp("gateway-logic")
+    settings = Settings(data_dir=data_dir, decode_workers=1, max_frames=32, job_workers=0)
+    # raise_server_exceptions=False: a client sees the 500 response, as over the network, not the exception.
+    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:  # the engine starts in the background
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.05)
+        yield Gateway(client, engine)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engine(gw: Gateway) -> Iterator[None]:
+    gw.engine.requests.clear()
+    yield
+    gw.engine.up, gw.engine.fail = True, None
+
+
+def test_qa_sends_the_sampled_frames_and_a_prompt_with_their_times(gw: Gateway, videos, tiny_checkpoint) -> None:
+    file_id = gw.upload(videos["short"])  # 4 s at 12 fps: frame i shows i
+    r = gw.client.post(
+        "/v1/video/qa", json={"file_id": file_id, "question": "What moves?", "num_frames": 4, "policy": "exact"}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] == "a fake answer" and body["frames"] == 4
+    [req] = gw.engine.requests
+    size = gw.engine.config.image_size
+    assert req.frames is not None and req.frames.shape == (4, size, size, 3)
+    # The frames the engine got are the ones at the reported times (frame i of a 12 fps video is at i/12 s).
+    shown = [read_pattern(frame) for frame in req.frames]
+    assert shown == [round(t * 12) for t in body["timestamps"]]
+    # One video placeholder in the prompt, and the question and the real times in its text.
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert req.prompt.count(tok.convert_tokens_to_ids("<video>")) == 1
+    text = tok.decode(req.prompt)
+    assert "What moves?" in text and f"{body['timestamps'][1]:.2f}s" in text
+    cfg = gw.engine.config
+    assert body["usage"]["visual_tokens"] == num_video_tokens(cfg.layout, 4, cfg.grid)
+
+
+def test_over_the_context_is_refused_before_decoding_or_the_engine(gw: Gateway, videos) -> None:
+    file_id = gw.upload(videos["long"])
+    # 32 frames x 20 tokens (tiny layout: 2x2 pooled grid + newline... = 20 per frame) + max_tokens 3800 > 4096.
+    r = gw.client.post(
+        "/v1/video/qa", json={"file_id": file_id, "question": "q", "num_frames": 32, "max_tokens": 3800}
+    )
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "context_length_exceeded" and err["param"] == "num_frames" and "4096" in err["message"]
+    assert gw.engine.requests == []
+    over = gw.client.post("/v1/video/qa", json={"file_id": file_id, "question": "q", "num_frames": 33})
+    assert over.status_code == 400 and over.json()["error"]["code"] == "too_many_frames"
+    assert gw.engine.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        ({"question": "q"}, 400, "invalid_request", None),  # no video
+        ({"file_id": "0" * 64, "question": "q", "temperature": 7}, 400, "invalid_request", "temperature"),
+        ({"file_id": "0" * 64, "question": "q"}, 404, "file_not_found", "file_id"),
+        ({"video_url": "ftp://example.com/v.mp4", "question": "q"}, 400, "invalid_url", "video_url"),
+        ({"video_url": "data:video/mp4;base64,AAAA", "question": "q"}, 415, "not_a_video", "video"),
+    ],
+)
+def test_bad_requests_get_clear_errors_and_reach_no_engine(gw: Gateway, body, status, code, param) -> None:
+    r = gw.client.post("/v1/video/qa", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == (code, param) and len(err["message"]) > 10, err
+    assert gw.engine.requests == []
+
+
+def test_chat_refuses_fields_it_does_not_know_by_name(gw: Gateway) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "colour": "red"}
+    r = gw.client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("unknown_parameter", "colour")
+    assert gw.engine.requests == []
+
+
+def test_an_engine_that_is_not_ready_is_a_503_with_retry_after(gw: Gateway, videos) -> None:
+    file_id = gw.upload(videos["short"])
+    gw.engine.up = False
+    r = gw.client.post("/v1/video/qa", json={"file_id": file_id, "question": "q", "num_frames": 2})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_not_ready"
+    assert int(r.headers["retry-after"]) >= 1
+    assert gw.client.get("/readyz").status_code == 503
+    assert gw.engine.requests == []
+
+
+def test_an_engine_error_is_a_500_in_the_error_shape_with_the_request_id(gw: Gateway) -> None:
+    gw.engine.fail = RuntimeError("engine blew up")
+    r = gw.client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        headers={"x-request-id": "req-123"},
+    )
+    assert r.status_code == 500, r.text
+    err = r.json()["error"]
+    assert err["code"] == "internal_error" and err["request_id"] == "req-123"
+    assert r.headers["x-request-id"] == "req-123"
+    assert "blew up" not in err["message"]  # internals stay in the log
