@@ -89,7 +89,7 @@ def test_redis_stopped_mid_test_then_restarted(start_gateway, redis_server, vide
     finally:
         redis_server.start()
     # The first submission after Redis is back is accepted: no cooldown, nothing waited for first.
-    back = httpx.post(f"{gw.url}/v1/jobs", json={"task": "caption", "file_id": file_id, "max_tokens": 2})
+    back = httpx.post(f"{gw.url}/v1/jobs", json={"task": "caption", "file_id": file_id, "max_tokens": 2}, timeout=30)
     assert back.status_code == 202, back.text
     deadline = time.monotonic() + 30
     while httpx.get(f"{gw.url}/readyz").status_code != 200:  # polling a condition, with a deadline
