@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ from videoqa.service.engine_client import RemoteConfig
 
 
 class FakeEngine:
-    """Answers every request with `answer`, one word per chunk; `hold` (an Event) makes generations wait for it."""
+    """Answers every request with `answer`, one word per chunk. Behind videoqa.service.engine_server's app it is a
+    stand-in `videoqa engine` on a real port (EngineServer below)."""
 
-    def __init__(self, checkpoint: Path, max_model_len: int = 4096, answer: str = "a fake answer") -> None:
+    def __init__(
+        self, checkpoint: Path, max_model_len: int = 4096, answer: str = "a fake answer", model_name: str = ""
+    ) -> None:
         self.checkpoint = checkpoint
-        self.model_name = checkpoint.name
+        self.model_name = model_name or checkpoint.name
         self.config = RemoteConfig.from_dict(json.loads((checkpoint / "config.json").read_text()))
         self.max_model_len = max_model_len
         self.answer = answer
@@ -31,7 +35,9 @@ class FakeEngine:
         self.aborted: list[str] = []
         self.up = False
         """What ready() reports; a test sets it to False to stand for an engine that went away."""
-        self.hold: asyncio.Event | None = None
+        self.hold: threading.Event | None = None
+        """While set and not yet released, generations wait for it (it works across event loops and threads: the
+        engine may run behind a real engine server in another thread)."""
         self.fail: BaseException | None = None
         """Raised by generate() instead of answering."""
         self._tokenizer: Any = None
@@ -54,6 +60,9 @@ class FakeEngine:
     def queue_depth(self) -> int:
         return self._running
 
+    def engine_unfinished(self) -> int:
+        return self._running
+
     async def tokenizer(self) -> Any:
         return self._tokenizer
 
@@ -68,7 +77,7 @@ class FakeEngine:
         self._running += 1
         try:
             if self.hold is not None:
-                await self.hold.wait()
+                await asyncio.to_thread(self.hold.wait)
             if self.fail is not None:
                 raise self.fail
             words = self.answer.split(" ")[: req.max_tokens]
@@ -88,3 +97,40 @@ class FakeEngine:
                 )
         finally:
             self._running -= 1
+
+
+class EngineServer:
+    """The real engine API (videoqa.service.engine_server) over a FakeEngine, on a loopback port, in a thread:
+    what a gateway in split mode talks to, started and stopped in well under a second."""
+
+    def __init__(self, engine: FakeEngine, token: str = "", port: int = 0) -> None:
+        from tests.utils.net import free_port
+
+        self.engine, self.token = engine, token
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> EngineServer:
+        import uvicorn
+
+        from tests.utils.net import wait_http
+        from videoqa.service.engine_server import create_engine_app
+
+        app = create_engine_app(self.engine, token=self.token)  # type: ignore[arg-type]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name=f"engine-{self.port}", daemon=True)
+        self._thread.start()
+        wait_http(f"{self.url}/internal/health", 60)
+        return self
+
+    def stop(self) -> None:
+        """Close the port: new connections are refused, as from an engine that went away."""
+        if self._server is not None and self._thread is not None:
+            if self.engine.hold is not None:
+                self.engine.hold.set()
+            self._server.should_exit = True
+            self._thread.join(30)
+            self._server = self._thread = None
