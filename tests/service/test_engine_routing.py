@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.utils.fake_engine import EngineServer, FakeEngine
 from videoqa.model.engine import GenerationRequest
@@ -72,6 +73,10 @@ async def test_requests_go_to_the_engine_with_the_fewest_outstanding(stand_in) -
         held = asyncio.create_task(_answer(engine))  # a tie: the first listed, A
         await _until(lambda: len(a.engine.requests) == 1)
         assert engine.queue_depth() == 1
+        # Both engines' series, told apart by an engine label (the same names would otherwise collide).
+        families = list(text_string_to_metric_families(await engine.metrics_text()))
+        running = {s.labels["engine"]: s.value for f in families for s in f.samples}
+        assert running == {a.url: 1.0, b.url: 0.0}
         # A has one outstanding, B none: round robin would send the second of these to A, which holds it.
         assert [await _answer(engine) for _ in range(3)] == ["from b"] * 3
         assert (len(a.engine.requests), len(b.engine.requests)) == (1, 3)

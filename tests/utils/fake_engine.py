@@ -67,7 +67,11 @@ class FakeEngine:
         return self._tokenizer
 
     async def metrics_text(self) -> str:
-        return ""
+        """One vllm:* gauge, as the real engine's exposition has them."""
+        return (
+            "# HELP vllm:num_requests_running Requests running.\n# TYPE vllm:num_requests_running gauge\n"
+            f'vllm:num_requests_running{{model_name="{self.model_name}"}} {float(self._running)}\n'
+        )
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
