@@ -1,0 +1,70 @@
+"""The learnability ladder's task generators (videoqa/training/experiments/ladder.py) label what they show: a
+wrong label would make a rung look unlearnable. No training here; the ladder's runs are benchmarks."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from videoqa.model.config import LlavaVideoConfig
+from videoqa.model.layout import VideoLayout, num_video_tokens
+from videoqa.model.prompt import VIDEO_TOKEN
+from videoqa.model.tokenizer import build_tokenizer
+from videoqa.synth.world import COLOURS
+from videoqa.training.experiments.ladder import COLOUR_NAMES, Frames, Tokens
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(seed=0)
+
+
+def _asked(tokenizer, ids: list[int]) -> str:
+    """The colour the question names, read back from the decoded prompt."""
+    text = tokenizer.decode(ids)
+    return text.split("Does a ", 1)[1].split(" object appear", 1)[0]
+
+
+@pytest.mark.parametrize("n", [20, 160])
+def test_tokens_answer_says_whether_the_asked_colour_is_among_the_tokens(tokenizer, n: int) -> None:
+    task = Tokens(tokenizer, n)
+    prefix = len(tokenizer.encode("<|im_start|>user\n"))
+    yes = 0
+    for i in range(300):
+        ex = task.example(random.Random(i))
+        content = ex.input_ids[prefix : prefix + n]
+        shown = {c for c in COLOUR_NAMES if task.colour_ids[c] in content}
+        asked = _asked(tokenizer, ex.input_ids)
+        assert 1 <= len(shown) <= 4
+        assert sum(t in task.colour_ids.values() for t in content) == len(shown)  # distinct colours
+        assert ex.present == (asked in shown)
+        assert ex.answer == (task.yes if asked in shown else task.no)
+        yes += ex.present
+    assert 100 < yes < 200  # balanced: the prior alone scores about half
+
+
+def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer) -> None:
+    config = LlavaVideoConfig(
+        vision_config={"model_type": "siglip_vision_model", "image_size": 126, "patch_size": 14},
+        text_config={"model_type": "qwen2"},
+        video_layout=VideoLayout().to_dict(),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+    )
+    task = Frames(tokenizer, config, frames=4, bank=4, seed=0)
+    count = num_video_tokens(config.layout, 4, config.grid)
+    yes = 0
+    for i in range(60):
+        ex = task.example(random.Random(i))
+        assert ex.input_ids.count(config.video_token_id) == count
+        rgb = ((ex.frames.permute(0, 2, 3, 1).numpy() * 0.5 + 0.5) * 255).round()  # [F, S, S, 3], mean = std = 0.5
+        # Each frame shows exactly one object colour (the object's inside keeps its exact colour through resizing).
+        per_frame = [[c for c in COLOUR_NAMES if (np.abs(f - COLOURS[c]).max(-1) <= 2).sum() >= 20] for f in rgb]
+        assert all(len(cs) == 1 for cs in per_frame), per_frame
+        shown = {cs[0] for cs in per_frame}
+        asked = _asked(tokenizer, ex.input_ids)
+        assert ex.present == (asked in shown)
+        assert ex.answer == (task.yes if asked in shown else task.no)
+        yes += ex.present
+    assert 15 < yes < 45
