@@ -27,16 +27,17 @@ def _asked(tokenizer, ids: list[int]) -> str:
     return text.split("Does a ", 1)[1].split(" object appear", 1)[0]
 
 
-@pytest.mark.parametrize("n", [20, 160])
-def test_tokens_answer_says_whether_the_asked_colour_is_among_the_tokens(tokenizer, n: int) -> None:
+@pytest.mark.parametrize(("n", "only"), [(20, None), (160, None), (20, "blue")])
+def test_tokens_answer_says_whether_the_asked_colour_is_among_the_tokens(tokenizer, n: int, only: str | None) -> None:
     task = Tokens(tokenizer, n)
     prefix = len(tokenizer.encode("<|im_start|>user\n"))
     yes = 0
     for i in range(300):
-        ex = task.example(random.Random(i))
+        ex = task.example(random.Random(i), only=only)
         content = ex.input_ids[prefix : prefix + n]
         shown = {c for c in COLOUR_NAMES if task.colour_ids[c] in content}
         asked = _asked(tokenizer, ex.input_ids)
+        assert asked == (only or asked)
         assert 1 <= len(shown) <= 4
         assert sum(t in task.colour_ids.values() for t in content) == len(shown)  # distinct colours
         assert ex.present == (asked in shown)
@@ -45,7 +46,18 @@ def test_tokens_answer_says_whether_the_asked_colour_is_among_the_tokens(tokeniz
     assert 100 < yes < 200  # balanced: the prior alone scores about half
 
 
-def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer) -> None:
+def test_tokens_aux_question_is_answered_by_the_one_colour_shown(tokenizer) -> None:
+    task = Tokens(tokenizer, 20)
+    prefix = len(tokenizer.encode("<|im_start|>user\n"))
+    for i in range(100):
+        ex = task.example(random.Random(i), aux=True)
+        shown = [c for c in COLOUR_NAMES if task.colour_ids[c] in ex.input_ids[prefix : prefix + 20]]
+        assert "Which colour is the object?" in tokenizer.decode(ex.input_ids)
+        assert len(shown) == 1 and tokenizer.decode([ex.answer]) == shown[0]
+
+
+@pytest.mark.parametrize("only", [None, "blue"])
+def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer, only: str | None) -> None:
     config = LlavaVideoConfig(
         vision_config={"model_type": "siglip_vision_model", "image_size": 126, "patch_size": 14},
         text_config={"model_type": "qwen2"},
@@ -56,7 +68,7 @@ def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer) ->
     count = num_video_tokens(config.layout, 4, config.grid)
     yes = 0
     for i in range(60):
-        ex = task.example(random.Random(i))
+        ex = task.example(random.Random(i), only=only)
         assert ex.input_ids.count(config.video_token_id) == count
         rgb = ((ex.frames.permute(0, 2, 3, 1).numpy() * 0.5 + 0.5) * 255).round()  # [F, S, S, 3], mean = std = 0.5
         # Each frame shows exactly one object colour (the object's inside keeps its exact colour through resizing).
@@ -64,6 +76,7 @@ def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer) ->
         assert all(len(cs) == 1 for cs in per_frame), per_frame
         shown = {cs[0] for cs in per_frame}
         asked = _asked(tokenizer, ex.input_ids)
+        assert asked == (only or asked)
         assert ex.present == (asked in shown)
         assert ex.answer == (task.yes if asked in shown else task.no)
         yes += ex.present

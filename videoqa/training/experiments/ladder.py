@@ -84,6 +84,9 @@ PROMPT = "<|im_start|>user\n{video}\nDoes a {colour} object appear in the video?
 """The demo's Binary question (videoqa.synth.oracle.q_binary) in the checkpoint's ChatML, without the system turn
 and time instruction (constant text that every example shares)."""
 
+AUX_PROMPT = "<|im_start|>user\n{video}\nWhich colour is the object?<|im_end|>\n<|im_start|>assistant\n"
+"""Lever `aux`: a question whose answer (the object's colour) the tokens alone decide."""
+
 
 @dataclass
 class Example:
@@ -114,6 +117,10 @@ class Setup:
     """TinySpec overrides (configs/demo.yaml's `tiny:`)."""
     projector_norm: bool = False
     """Lever: LayerNorm on the projector output, then a learned scale initialised to the text embeddings' RMS."""
+    aux: float = 0.0
+    """Lever: share of training examples that ask `AUX_PROMPT` instead (rung 1)."""
+    curriculum: int = 0
+    """Lever: for this many first steps every question names the same colour."""
     init_std: float | None = None
     """Lever: re-initialise the LM's matrices and embeddings with this std (Qwen2's initializer_range is 0.02)."""
     tag: str = ""
@@ -132,15 +139,28 @@ class Tokens:
         self.yes, self.no = _answer_ids(tokenizer)
         self.tokenizer = tokenizer
 
-    def example(self, rng: random.Random) -> Example:
-        shown = rng.sample(COLOUR_NAMES, rng.randint(1, 4))
+    def example(self, rng: random.Random, aux: bool = False, only: str | None = None) -> Example:
+        """A Binary example; `only`: the question names this colour (curriculum). `aux`: instead, one colour among
+        the N tokens and the question "Which colour is the object?", answered by that colour's word: an answer
+        that depends on the tokens alone (the Binary answer depends on neither the tokens nor the question
+        alone, only on both together)."""
         present = rng.random() < 0.5
-        colour = rng.choice(shown) if present else rng.choice([c for c in COLOUR_NAMES if c not in shown])
+        if aux:
+            shown = [rng.choice(COLOUR_NAMES)]
+        elif only is None:
+            shown = rng.sample(COLOUR_NAMES, rng.randint(1, 4))
+        else:
+            others = rng.sample([c for c in COLOUR_NAMES if c != only], rng.randint(1, 4) - present)
+            shown = [only, *others] if present else others or [rng.choice([c for c in COLOUR_NAMES if c != only])]
+        colour = only or (rng.choice(shown) if present else rng.choice([c for c in COLOUR_NAMES if c not in shown]))
         content = [rng.choice(self.filler_ids) for _ in range(self.n)]
         for pos, c in zip(rng.sample(range(self.n), len(shown)), shown, strict=True):
             content[pos] = self.colour_ids[c]
-        before, after = PROMPT.format(video="\x00", colour=colour).split("\x00")
+        prompt = AUX_PROMPT if aux else PROMPT
+        before, after = prompt.format(video="\x00", colour=colour).split("\x00")
         ids = self.tokenizer.encode(before) + content + self.tokenizer.encode(after)
+        if aux:
+            return Example(ids, self.tokenizer.encode(shown[0])[0], True)
         return Example(ids, self.yes if present else self.no, present)
 
 
@@ -165,12 +185,23 @@ class Frames:
         scene.objects = [SceneObject(0, colour, rng.choice(SHAPES), "left", 0.0, start, 0.0, 1.0)]
         return frames_to_pixel_values(render_frame(scene, 0.0, scene.object_size)[None], self.size)[0]
 
-    def example(self, rng: random.Random) -> Example:
-        shown = rng.sample(COLOUR_NAMES, rng.randint(1, min(4, self.frames)))
+    def example(self, rng: random.Random, only: str | None = None) -> Example:
+        """A Binary example; `only`: the question names this colour (curriculum)."""
+        most = min(4, self.frames)
+        if only is None:
+            shown = rng.sample(COLOUR_NAMES, rng.randint(1, most))
+            present = rng.random() < 0.5
+            colour = rng.choice(shown) if present else rng.choice([c for c in COLOUR_NAMES if c not in shown])
+        else:
+            present, colour = rng.random() < 0.5, only
+            others = [c for c in COLOUR_NAMES if c != only]
+            shown = (
+                [only, *rng.sample(others, rng.randint(1, most) - 1)]
+                if present
+                else rng.sample(others, rng.randint(1, most))
+            )
         per_frame = shown + [rng.choice(shown) for _ in range(self.frames - len(shown))]
         rng.shuffle(per_frame)
-        present = rng.random() < 0.5
-        colour = rng.choice(shown) if present else rng.choice([c for c in COLOUR_NAMES if c not in shown])
         ids = self.tokenizer.encode(PROMPT.format(video=VIDEO_TOKEN, colour=colour))
         ids = expand_video_placeholders(ids, self.video_id, [self.count])
         pixels = torch.stack([rng.choice(self.bank[c]) for c in per_frame])
@@ -265,7 +296,9 @@ def run(setup: Setup, out: Path = OUT) -> dict:
     else:
         task = Frames(tokenizer, model.config, setup.frames, bank=64, seed=setup.seed)
         setup.n_tokens = task.count
-    held = [task.example(random.Random(f"held-{setup.seed}-{i}")) for i in range(setup.eval_examples)]
+    # A run that names one colour throughout is scored on that question; any other on the full Binary question.
+    fixed = COLOUR_NAMES[0] if setup.curriculum >= setup.steps else None
+    held = [task.example(random.Random(f"held-{setup.seed}-{i}"), only=fixed) for i in range(setup.eval_examples)]
     rng = random.Random(setup.seed)
     pad = tokenizer.pad_token_id
     groups = [
@@ -305,7 +338,12 @@ def run(setup: Setup, out: Path = OUT) -> dict:
     model.train()
     bar = tqdm(range(1, setup.steps + 1), desc=f"{setup.rung} N={setup.n_tokens}{setup.tag}", unit="step")
     for step in bar:
-        logits, answers = answer_logits([task.example(rng) for _ in range(setup.batch)])
+        only = COLOUR_NAMES[0] if step <= setup.curriculum else None
+        if isinstance(task, Tokens):
+            batch = [task.example(rng, aux=rng.random() < setup.aux, only=only) for _ in range(setup.batch)]
+        else:
+            batch = [task.example(rng, only=only) for _ in range(setup.batch)]
+        logits, answers = answer_logits(batch)
         loss = torch.nn.functional.cross_entropy(logits, answers)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -376,11 +414,13 @@ def tokens(
     kv_heads: int = 1,
     hidden: int = 128,
     init_std: float | None = None,
+    aux: float = 0.0,
+    curriculum: int = 0,
     tag: str = "",
 ) -> None:
     """Rung 1: "is token X among these N tokens?"."""
     setup = Setup("tokens", n, steps=max_steps, lr=lr, warmup=warmup, batch=batch, seed=seed, tag=tag)
-    setup.init_std = init_std
+    setup.init_std, setup.aux, setup.curriculum = init_std, aux, curriculum
     setup.tiny |= {"heads": heads, "kv_heads": kv_heads, "hidden": hidden}
     _report(run(setup))
 
@@ -398,6 +438,7 @@ def frames(
     heads: int = 2,
     kv_heads: int = 1,
     hidden: int = 128,
+    curriculum: int = 0,
     tag: str = "",
 ) -> None:
     """Rung 2: the same question about F still frames through the tower, projector and layout."""
@@ -412,6 +453,7 @@ def frames(
         batch=batch,
         seed=seed,
         projector_norm=projector_norm,
+        curriculum=curriculum,
         tag=tag,
     )
     setup.tiny |= {"heads": heads, "kv_heads": kv_heads, "hidden": hidden}
