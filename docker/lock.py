@@ -84,11 +84,16 @@ def resolve(image: str, torch_cpu_links: str | None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="*", default=list(IMAGES), choices=list(IMAGES))
+    # Checked by hand: Python 3.11's argparse holds an empty `nargs="*"` (or a list default) against `choices` as
+    # one value and refuses it, so `lock.py` alone (all images) never ran.
+    parser.add_argument("images", nargs="*", help=f"images to lock: {', '.join(IMAGES)} (default: all)")
     parser.add_argument("--torch-cpu-links", help="directory (or URL) holding the +cpu torch wheel")
     opts = parser.parse_args()
+    unknown = [image for image in opts.images if image not in IMAGES]
+    if unknown:
+        parser.error(f"unknown image(s) {', '.join(unknown)}; choose from {', '.join(IMAGES)}")
     LOCKS.mkdir(parents=True, exist_ok=True)
-    for image in opts.images:
+    for image in opts.images or list(IMAGES):
         pins = resolve(image, opts.torch_cpu_links)
         header = (
             f"# {image} image: videoqa[{IMAGES[image]}] + {', '.join(TOOLS)}, resolved by pip for Python "
