@@ -59,7 +59,9 @@ class Gateway:
         stop_process(self.proc)
 
 
-@pytest.fixture(scope="session")
+# Module scope: a module's gateways (each with its decode workers) stop when the module is done, instead of ~20 of
+# them idling beside the rest of the session.
+@pytest.fixture(scope="module")
 def start_gateway(engine_url: str, tiny_checkpoint: Path, tmp_path_factory) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
