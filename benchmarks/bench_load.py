@@ -32,7 +32,7 @@ from rich.table import Table
 
 from videoqa.video.testing import make_test_video
 
-console = Console()
+console = Console(width=150)
 TOKEN = "bench-load-token"
 
 

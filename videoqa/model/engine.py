@@ -184,7 +184,10 @@ class LocalEngine:
         tensor_parallel_size: int = 1,
         enable_prefix_caching: bool = True,
         seed: int = 0,
+        engine_args: dict[str, Any] | None = None,
     ) -> None:
+        """`engine_args`: further vLLM AsyncEngineArgs fields (gpu_memory_utilization, quantization, ...), applied
+        over the ones this class sets."""
         from videoqa.model.config import LlavaVideoConfig
 
         self.checkpoint = Path(checkpoint)
@@ -196,6 +199,9 @@ class LocalEngine:
         self._tp = tensor_parallel_size
         self._prefix_caching = enable_prefix_caching
         self._seed = seed
+        self._extra_args = dict(engine_args or {})
+        if self._extra_args:
+            self._check_extra_args()  # a typo stops the start, not the engine build minutes later
         if kv_cache_gib is not None:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
         self._engine = None
@@ -203,12 +209,26 @@ class LocalEngine:
         self.prefix_cache_hit_tokens = 0
         self.prompt_tokens_total = 0
 
-    async def start(self) -> None:
+    def _check_extra_args(self) -> None:
+        import dataclasses
+
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+        unknown = sorted(set(self._extra_args) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown vLLM engine argument(s) {unknown} in VIDEOQA_ENGINE_ARGS; "
+                "use the field names of vllm.engine.arg_utils.AsyncEngineArgs (e.g. block_size, max_logprobs)"
+            )
+
+    def engine_args(self) -> Any:
+        """The vLLM AsyncEngineArgs this engine starts with (built without starting anything)."""
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(
+        self._check_extra_args()
+        base: dict[str, Any] = dict(
             model=str(self.checkpoint),
             served_model_name=[self.model_name],
             dtype=self._dtype,
@@ -222,6 +242,12 @@ class LocalEngine:
             # document (vLLM applies this engine-wide, not per request).
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
+        return AsyncEngineArgs(**(base | self._extra_args))
+
+    async def start(self) -> None:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = self.engine_args()
         # vLLM forks its engine core (from the thread below, so PR_SET_PDEATHSIG would follow that thread, not
         # this process): make forked children watch this process and exit with it, even when it is SIGKILLed.
         exit_with_parent_on_fork()

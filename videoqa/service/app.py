@@ -159,8 +159,8 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
         async def start_engine() -> None:
             try:
                 await engine.start()
-                if service.chat_format is None:
-                    service.chat_format = ChatFormat(await engine.tokenizer())
+                if service.generation.chat_format is None:
+                    service.generation.chat_format = ChatFormat(await engine.tokenizer())
                 log.info("engine ready: %s", engine.model_name)
             except Exception as err:  # keep serving /healthz and /readyz (which reports it)
                 log.exception("engine failed to start")

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from videoqa.service.settings import Settings
+
+
+def _settings(load: Callable[..., Settings], **overrides: Any) -> Settings:
+    """Settings, or exit 2 with the message naming each bad VIDEOQA_* variable (nothing starts)."""
+    from videoqa.service.settings import SettingsError
+
+    try:
+        return load(**overrides)
+    except SettingsError as err:
+        typer.echo(f"videoqa: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +42,7 @@ def serve(
 
     from videoqa.service.app import create_app
     from videoqa.service.requests import configure_logging
-    from videoqa.service.settings import Settings
+    from videoqa.service.settings import load_settings
 
     overrides = {
         "model": str(model) if model else None,
@@ -35,7 +51,7 @@ def serve(
         "port": port,
         "redis_url": redis_url,
     }
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _settings(load_settings, **{k: v for k, v in overrides.items() if v is not None})
     configure_logging(settings.log_format)
     uvicorn.run(
         create_app(settings),
@@ -56,10 +72,14 @@ def engine(
     import uvicorn
 
     from videoqa.service.engine_server import create_engine_app
-    from videoqa.service.settings import Settings
+    from videoqa.service.settings import load_settings
 
-    settings = Settings()
-    local = settings.local_engine(model)
+    settings = _settings(load_settings)
+    try:
+        local = settings.local_engine(model)
+    except ValueError as err:  # e.g. an unknown name in VIDEOQA_ENGINE_ARGS
+        typer.echo(f"videoqa engine: {err}", err=True)
+        raise typer.Exit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.engine_api_token:
         logging.getLogger("videoqa.engine").warning(

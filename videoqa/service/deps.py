@@ -1,10 +1,18 @@
-"""FastAPI dependencies: the service object, auth (API key -> tenant) and rate limits."""
+"""FastAPI dependencies: the serving core and its collaborators, auth (API key -> tenant) and rate limits.
+
+Routers declare what they use with the `Annotated` aliases at the end (`service: Service`, `files: Files`,
+`caller: Caller`), so each gets the typed object it needs and tests can override one with
+`app.dependency_overrides`.
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import Depends, Request
 
 from videoqa.service.errors import APIError
+from videoqa.service.filestore import FileStore
 from videoqa.service.ratelimit import client_address, rate_headers
 from videoqa.service.requests import note
 from videoqa.service.serving import VideoQAService
@@ -13,6 +21,10 @@ from videoqa.service.tenants import ANONYMOUS, Principal, hash_key
 
 def get_service(request: Request) -> VideoQAService:
     return request.app.state.service
+
+
+def get_files(request: Request) -> FileStore:
+    return request.app.state.service.files
 
 
 async def authorize(request: Request) -> Principal:
@@ -62,3 +74,11 @@ async def rate_limit(request: Request, principal: Principal = Depends(authorize)
                 headers=headers,
             )
     return principal
+
+
+Service = Annotated[VideoQAService, Depends(get_service)]
+"""The serving core (admission, prompt + frames, engine)."""
+Files = Annotated[FileStore, Depends(get_files)]
+"""The file store (uploads, registry, fetching)."""
+Caller = Annotated[Principal, Depends(rate_limit)]
+"""The authenticated, rate-limited caller."""

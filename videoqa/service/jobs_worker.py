@@ -68,7 +68,13 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
         try:
             req = JobRequest.model_validate(job.payload)
             question = req.question if req.task == "qa" else CAPTION_PROMPT
-            answer = await service.ask(req, question or CAPTION_PROMPT, req, req, tenant=job.tenant)
+            answer = await service.ask(
+                req.video_source(),
+                question or CAPTION_PROMPT,
+                req.sampling_fields(),
+                req.generation_fields(),
+                tenant=job.tenant,
+            )
             frames = answer.frames
             result = {
                 "answer": answer.text,

@@ -36,6 +36,10 @@ class SamplingFields(BaseModel):
     max_frames: int | None = Field(default=None, ge=1, description="Cap for fps sampling.")
     policy: Literal["fast", "exact"] | None = Field(default=None, description="fast: nearest keyframe; exact.")
 
+    def sampling_fields(self) -> SamplingFields:
+        """Just these fields of a request model that has more (QA, caption, job, chat)."""
+        return SamplingFields(**{k: getattr(self, k) for k in SamplingFields.model_fields})
+
 
 class GenerationFields(BaseModel):
     max_tokens: int = Field(default=256, ge=1, le=8192)
@@ -50,6 +54,10 @@ class GenerationFields(BaseModel):
         default=False, description="Include the prompt token ids the engine saw (vLLM's extension of the same name)."
     )
 
+    def generation_fields(self) -> GenerationFields:
+        """Just these fields of a request model that has more (QA, caption, job)."""
+        return GenerationFields(**{k: getattr(self, k) for k in GenerationFields.model_fields})
+
 
 class VideoSource(BaseModel):
     file_id: str | None = Field(default=None, description="An uploaded file's id.")
@@ -60,6 +68,10 @@ class VideoSource(BaseModel):
         if (self.file_id is None) == (self.video_url is None):
             raise ValueError("give exactly one of file_id or video_url")
         return self
+
+    def video_source(self) -> VideoSource:
+        """Just these fields of a request model that has more (QA, caption, job)."""
+        return VideoSource(file_id=self.file_id, video_url=self.video_url)
 
 
 class QARequest(VideoSource, SamplingFields, GenerationFields):

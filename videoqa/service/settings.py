@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, IPvAnyNetwork, model_validator
+from pydantic import Field, IPvAnyNetwork, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from videoqa.service.state.factory import check_state_settings
@@ -26,8 +26,8 @@ class Settings(BaseSettings):
     engine_api_token: str = ""
     """Split mode's shared secret: `videoqa engine` refuses internal calls without it (401) and gateways send it.
     Empty = no check (only on a network nothing else can reach)."""
-    dtype: str = "auto"
-    """Engine dtype (auto | float32 | bfloat16 | float16)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Engine dtype."""
     max_model_len: int | None = Field(default=None, ge=256)
     """Context length; default: the checkpoint's."""
     max_num_seqs: int = Field(default=8, ge=1)
@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     """CPU KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE); ignored on GPU."""
     tensor_parallel_size: int = Field(default=1, ge=1)
     """GPUs per engine."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """Share of GPU memory vLLM may use (weights, activations, KV cache); default: vLLM's (0.9)."""
+    enforce_eager: bool | None = None
+    """True: no CUDA graphs (less memory, slower decoding); default: vLLM's (graphs on)."""
+    quantization: str | None = None
+    """Weight quantization method (vLLM's names: fp8, awq, gptq, bitsandbytes, ...); vLLM checks it when the
+    engine is built."""
+    kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    """KV cache element type (fp8 halves its memory on GPUs that support it)."""
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    """Tokens the engine schedules per step (prefill chunk size); default: vLLM's."""
+    engine_args: dict[str, Any] = {}
+    """Any other vLLM engine argument (AsyncEngineArgs field names), as a JSON object, e.g.
+    VIDEOQA_ENGINE_ARGS='{"block_size": 32, "max_logprobs": 7}'; applied last, so it overrides the settings above.
+    An unknown name fails the engine's start."""
 
     # --- HTTP ---------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -80,8 +95,8 @@ class Settings(BaseSettings):
     for LLaVA-Video)."""
     max_frames: int = Field(default=64, ge=1)
     """Most frames a request may ask for."""
-    default_policy: str = "fast"
-    """Sampling policy when unspecified: fast | exact."""
+    default_policy: Literal["fast", "exact"] = "fast"
+    """Sampling policy when a request does not say: fast (nearest keyframe) | exact."""
     decode_workers: int = Field(default=2, ge=1)
     """Decode worker processes."""
     decode_timeout_s: float = 60.0
@@ -149,6 +164,13 @@ class Settings(BaseSettings):
         from videoqa.model.engine import LocalEngine
         from videoqa.model.tiny import default_checkpoint
 
+        passed = {
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enforce_eager": self.enforce_eager,
+            "quantization": self.quantization,
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+        }
         return LocalEngine(
             checkpoint or self.model or default_checkpoint(),
             model_name=self.model_name,
@@ -157,4 +179,25 @@ class Settings(BaseSettings):
             max_num_seqs=self.max_num_seqs,
             kv_cache_gib=self.kv_cache_gib,
             tensor_parallel_size=self.tensor_parallel_size,
+            # None = vLLM's own default; the escape hatch goes last so it wins.
+            engine_args={k: v for k, v in passed.items() if v is not None} | self.engine_args,
         )
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work, named by their environment variables (raised at start-up)."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (+ overrides), or a SettingsError naming each bad VIDEOQA_* variable, what
+    it got and what it takes, so a typo stops the start instead of failing requests later."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            name = ".".join(str(p) for p in e["loc"]) or "settings"
+            env = f"VIDEOQA_{name.upper()}" if e["loc"] else "settings"
+            got = f" (got {e['input']!r})" if e.get("type") != "missing" and e["loc"] else ""
+            lines.append(f"{env}: {e['msg']}{got}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

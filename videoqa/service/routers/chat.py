@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from videoqa.model.chat import Turn
 from videoqa.model.engine import GenerationChunk, GenerationRequest
 from videoqa.service.admission import Slot
-from videoqa.service.deps import get_service, rate_limit
+from videoqa.service.deps import Caller, Service, rate_limit
 from videoqa.service.errors import COMMON_ERRORS, APIError
 from videoqa.service.protocol import (
     REFUSED_CHAT_FIELDS,
@@ -32,24 +32,21 @@ from videoqa.service.protocol import (
     VideoSource,
 )
 from videoqa.service.requests import request_id
-from videoqa.service.serving import Frames, VideoQAService, cancel_on_disconnect
-from videoqa.service.tenants import Principal
+from videoqa.service.serving import Prepared, VideoInput, VideoQAService, cancel_on_disconnect
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(rate_limit)], responses=COMMON_ERRORS)
 
 
-def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | None, int | None, bool]:
+def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoInput | None]:
     """Messages -> chat turns (text kept as plain text, whatever it contains), the one video, and the turn that
     carries it.
 
     A video_url part's url may be https://..., data:video/...;base64,..., or videoqa://files/<file id>.
     """
     turns: list[Turn] = []
-    video: VideoSource | None = None
-    video_turn: int | None = None
-    image = False
+    video: VideoInput | None = None
     for i, msg in enumerate(body.messages):
         parts = msg.content if isinstance(msg.content, list) else [{"type": "text", "text": msg.content or ""}]
         texts: list[str] = []
@@ -62,12 +59,11 @@ def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | Non
                 url = (part.get(kind) or {}).get("url") if isinstance(part.get(kind), dict) else None
                 if not url:
                     raise APIError(400, f"messages[{i}]: a {kind} part needs {kind}.url", f"invalid_{kind}", "messages")
-                image = kind == "image_url"
                 if video is not None:
                     raise APIError(400, "this model takes one video per conversation", "too_many_videos", "messages")
                 if msg.role != "user":
                     raise APIError(400, "videos go in user messages", "invalid_video_url", "messages")
-                video, video_turn = VideoSource(video_url=url), len(turns)
+                video = VideoInput(VideoSource(video_url=url), len(turns), image=kind == "image_url")
             else:
                 raise APIError(
                     400,
@@ -78,7 +74,7 @@ def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoSource | Non
         turns.append(Turn(msg.role, "\n".join(texts)))
     if turns[-1].role != "user":
         raise APIError(400, "the last message must come from the user", "invalid_messages", "messages")
-    return turns, video, video_turn, image
+    return turns, video
 
 
 def _refuse_unsupported(body: ChatCompletionRequest) -> None:
@@ -94,13 +90,11 @@ def _refuse_unsupported(body: ChatCompletionRequest) -> None:
         raise APIError(400, "top_logprobs needs logprobs: true", "invalid_request", "top_logprobs")
 
 
-def _generation(
-    body: ChatCompletionRequest, prompt: list[int], frames: Frames | None, max_tokens: int
-) -> GenerationRequest:
+def _generation(body: ChatCompletionRequest, ready: Prepared, max_tokens: int) -> GenerationRequest:
     fmt = body.response_format
     return GenerationRequest(
-        prompt=prompt,
-        frames=frames.frames if frames else None,
+        prompt=ready.prompt,
+        frames=ready.frames.frames if ready.frames else None,
         max_tokens=max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
@@ -132,8 +126,8 @@ def _choices(body: ChatCompletionRequest, base: GenerationRequest) -> list[Gener
 async def chat(
     body: ChatCompletionRequest,
     request: Request,
-    service: VideoQAService = Depends(get_service),
-    principal: Principal = Depends(rate_limit),
+    service: Service,
+    caller: Caller,
 ):
     if body.model and body.model != service.engine.model_name:
         raise APIError(
@@ -143,22 +137,21 @@ async def chat(
             "model",
         )
     _refuse_unsupported(body)
-    turns, video, video_turn, image = _flatten(body)
+    turns, video = _flatten(body)
     asked = body.max_completion_tokens or body.max_tokens
     # Held until the answers (or the whole stream) are done; a client that leaves while waiting leaves the line.
     slot = await cancel_on_disconnect(request, service.admit())
     try:
-        prompt, frames, visual = await service.prepare(
-            video, body, turns, asked or 1, video_turn, image, tenant=principal.tenant
-        )
+        ready = await service.prepare(turns, video, body.sampling_fields(), asked or 1, tenant=caller.tenant)
+        frames, visual = ready.frames, ready.visual_tokens
         # OpenAI's default: no cap below the context, so the answer may use all the room the prompt leaves.
-        max_tokens = asked or service.room(prompt, visual)
-        reqs = _choices(body, _generation(body, prompt, frames, max_tokens))
+        max_tokens = asked or service.generation.room(ready.prompt, visual)
+        reqs = _choices(body, _generation(body, ready, max_tokens))
         model = service.engine.model_name
         if not body.stream:
             with slot:
                 answers = await cancel_on_disconnect(
-                    request, asyncio.gather(*(service.complete(r, frames, visual) for r in reqs))
+                    request, asyncio.gather(*(service.generation.complete(r, frames, visual) for r in reqs))
                 )
             first = answers[0]
             return ChatCompletion(
@@ -204,7 +197,7 @@ async def _sse(
 async def _merged(service: VideoQAService, reqs: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """The chunks of n concurrent generations, tagged with their choice index, as they come."""
     if len(reqs) == 1:
-        async with contextlib.aclosing(service.stream(reqs[0])) as chunks:
+        async with contextlib.aclosing(service.generation.stream(reqs[0])) as chunks:
             async for chunk in chunks:
                 yield 0, chunk
         return
@@ -212,7 +205,7 @@ async def _merged(service: VideoQAService, reqs: list[GenerationRequest]) -> Asy
 
     async def pump(i: int, req: GenerationRequest) -> None:
         try:
-            async with contextlib.aclosing(service.stream(req)) as chunks:
+            async with contextlib.aclosing(service.generation.stream(req)) as chunks:
                 async for chunk in chunks:
                     await queue.put((i, chunk))
             await queue.put((i, None))
@@ -293,7 +286,7 @@ async def _events(
 
 
 @router.get("/models", response_model=ModelList, summary="Served models")
-async def models(service: VideoQAService = Depends(get_service)) -> ModelList:
+async def models(service: Service) -> ModelList:
     cfg = service.engine.config
     return ModelList(
         data=[

@@ -46,7 +46,7 @@ async def submit(
     principal: Principal = Depends(rate_limit),
 ) -> JSONResponse:
     if body.file_id is not None:
-        await service.get_file(body.file_id, principal.tenant)  # 404 now rather than a failed job later
+        await service.files.get(body.file_id, principal.tenant)  # 404 now rather than a failed job later
     job_id = job_id_for(principal.tenant, body.idempotency_key or idempotency_key)
     record = await request.app.state.state.job_submit(job_id, body.model_dump(), principal.tenant)
     request.app.state.metrics.jobs.labels("submitted").inc()

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from videoqa.service.deps import get_service, rate_limit
+from videoqa.service.deps import Caller, Files, Service, rate_limit
 from videoqa.service.errors import COMMON_ERRORS, APIError
+from videoqa.service.filestore import FileStore
 from videoqa.service.protocol import CaptionRequest, QARequest, QAResponse
-from videoqa.service.serving import CAPTION_PROMPT, Answer, VideoQAService, cancel_on_disconnect
-from videoqa.service.tenants import Principal
+from videoqa.service.serving import CAPTION_PROMPT, Answer, cancel_on_disconnect
 
 router = APIRouter(prefix="/v1/video", tags=["video"], dependencies=[Depends(rate_limit)], responses=COMMON_ERRORS)
 
@@ -57,13 +57,13 @@ def _response(answer: Answer, model: str, return_token_ids: bool = False) -> QAR
     )
 
 
-async def _parse_qa(request: Request, service: VideoQAService, tenant: str) -> QARequest:
+async def _parse_qa(request: Request, files: FileStore, tenant: str) -> QARequest:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise APIError(400, "multipart QA needs a 'file' field with the video", "missing_file", "file")
-        obj = await service.save_upload(upload, tenant)
+        obj = await files.save_upload(upload, tenant)
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
         data: dict = {"file_id": obj.id, **fields}
     else:
@@ -78,21 +78,31 @@ async def _parse_qa(request: Request, service: VideoQAService, tenant: str) -> Q
 
 
 @router.post("/qa", response_model=QAResponse, summary="Answer a question about a video", openapi_extra=_QA_BODY)
-async def qa(
-    request: Request, service: VideoQAService = Depends(get_service), principal: Principal = Depends(rate_limit)
-) -> QAResponse:
-    body = await _parse_qa(request, service, principal.tenant)
-    answer = await cancel_on_disconnect(request, service.ask(body, body.question, body, body, tenant=principal.tenant))
+async def qa(request: Request, service: Service, files: Files, caller: Caller) -> QAResponse:
+    body = await _parse_qa(request, files, caller.tenant)
+    answer = await cancel_on_disconnect(
+        request,
+        service.ask(
+            body.video_source(),
+            body.question,
+            body.sampling_fields(),
+            body.generation_fields(),
+            tenant=caller.tenant,
+        ),
+    )
     return _response(answer, service.engine.model_name, body.return_token_ids)
 
 
 @router.post("/caption", response_model=QAResponse, summary="Describe a video in detail")
-async def caption(
-    body: CaptionRequest,
-    request: Request,
-    service: VideoQAService = Depends(get_service),
-    principal: Principal = Depends(rate_limit),
-) -> QAResponse:
-    prompt = body.prompt or CAPTION_PROMPT
-    answer = await cancel_on_disconnect(request, service.ask(body, prompt, body, body, tenant=principal.tenant))
+async def caption(body: CaptionRequest, request: Request, service: Service, caller: Caller) -> QAResponse:
+    answer = await cancel_on_disconnect(
+        request,
+        service.ask(
+            body.video_source(),
+            body.prompt or CAPTION_PROMPT,
+            body.sampling_fields(),
+            body.generation_fields(),
+            tenant=caller.tenant,
+        ),
+    )
     return _response(answer, service.engine.model_name, body.return_token_ids)
