@@ -86,25 +86,19 @@ def _expected_helpers() -> set[int]:
     return {p for p in pids if p}
 
 
-# Container runtimes' daemons (podman's conmon, its DNS server, ...) double-fork, so as a subreaper this process
-# adopts them, and when they exit it must reap them: `podman stop` waits until the container's conmon is gone, and a
-# zombie conmon never is, so an unreaped one hangs the deploy tier's teardown. Only these are reaped as they exit:
-# a zombie of a process the tests started themselves is left to its subprocess.Popen (or multiprocessing) to wait on.
-_ADOPTED_DAEMONS = frozenset({"conmon", "aardvark-dns", "netavark", "catatonit", "slirp4netns", "pasta"})
-
-
+# Container runtimes' daemons that this session adopts as a subreaper are reaped as they exit (see
+# tests/utils/procs.py: a zombie conmon hangs `podman stop`); the deploy tier also reaps in its own commands.
 def _reap_adopted_daemons(stop: threading.Event, watch_engines: bool) -> None:
     import psutil
+
+    from tests.utils.procs import reap_adopted_daemons
 
     me = psutil.Process()
     while not stop.wait(0.2):
         # Nothing may end this loop but `stop`: a reaper that died on one odd /proc read would leave the next
         # zombie conmon unreaped and the teardown hung.
+        reap_adopted_daemons()
         with contextlib.suppress(Exception):
-            for child in me.children():
-                with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
-                    if child.status() == psutil.STATUS_ZOMBIE and child.name() in _ADOPTED_DAEMONS:
-                        os.waitpid(child.pid, os.WNOHANG)
             if watch_engines:
                 for proc in me.children(recursive=True):
                     with contextlib.suppress(psutil.Error, OSError):

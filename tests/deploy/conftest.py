@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.utils.procs import run_reaping
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,9 +58,7 @@ class Stack:
 
     def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """`podman ARGS...` (or docker)."""
-        return subprocess.run(
-            [self.ctr, *args], env=self.env, capture_output=True, text=True, check=check, timeout=timeout
-        )
+        return run_reaping([self.ctr, *args], env=self.env, capture=True, check=check, timeout=timeout)
 
     def state(self, container: str) -> str:
         return self.run("inspect", "--format", "{{.State.Status}}", container).stdout.strip()
@@ -89,15 +89,13 @@ def stack() -> Iterator[Stack]:
         f"http://127.0.0.1:{env.get('VIDEOQA_GATEWAY2_PORT', '8002')}",
     )
     if os.environ.get("VIDEOQA_DEPLOY_BUILD", "1") != "0":  # 0: test the images already built (iterating)
-        subprocess.run(["scripts/images.sh"], cwd=ROOT, env=env, check=True)
-    subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, check=True, timeout=600)
+        run_reaping(["scripts/images.sh"], cwd=ROOT, env=env, timeout=3600)
+    run_reaping(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, timeout=600)
     try:
-        subprocess.run(["scripts/stack.sh", "up"], cwd=ROOT, env=env, check=True)
+        run_reaping(["scripts/stack.sh", "up"], cwd=ROOT, env=env, timeout=1200)
         yield Stack(ctr, env, gateways)
     finally:
         for name in ("videoqa-engine", "videoqa-gateway-1", "videoqa-gateway-2"):
-            logs = subprocess.run(
-                [ctr, "logs", "--tail", "30", name], env=env, capture_output=True, text=True, timeout=60
-            )
+            logs = run_reaping([ctr, "logs", "--tail", "30", name], env=env, capture=True, check=False, timeout=60)
             print(f"--- {name}\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
-        subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, check=True, timeout=600)
+        run_reaping(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, timeout=600)
