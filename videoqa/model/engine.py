@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -22,7 +22,7 @@ import numpy as np
 from videoqa.proc import exit_with_parent_on_fork
 
 if TYPE_CHECKING:  # the config module imports transformers, which the split-mode gateway does not install
-    from videoqa.model.config import LlavaVideoConfig
+    from videoqa.model.layout import VideoLayout
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -89,8 +89,25 @@ class GenerationChunk:
     """Prompt tokens served from the prefix cache."""
     prompt_token_ids: list[int] | None = None
     """The prompt as the engine saw it (video placeholders expanded); on the first chunk only."""
-    logprobs: list[dict] | None = None
+    logprobs: list[dict[str, Any]] | None = None
     """With GenerationRequest.logprobs: OpenAI's logprobs.content entries for this chunk's new tokens."""
+
+
+class EngineConfig(Protocol):
+    """What the gateway reads of the served checkpoint's config: LlavaVideoConfig in process, the split-mode
+    client's RemoteConfig (parsed without transformers) otherwise. Read-only: RemoteConfig is frozen."""
+
+    @property
+    def layout(self) -> VideoLayout: ...
+    @property
+    def grid(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def max_frames(self) -> int: ...
+    @property
+    def num_frames(self) -> int | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable
@@ -98,14 +115,16 @@ class VideoQAEngine(Protocol):
     """What the gateway needs from an engine (in-process LocalEngine, or the split-mode HTTP client)."""
 
     model_name: str
-    config: LlavaVideoConfig
     max_model_len: int
+
+    @property
+    def config(self) -> EngineConfig: ...
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def ready(self) -> bool: ...
     def queue_depth(self) -> int: ...
-    def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+    def generate(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
     async def abort(self, request_id: str) -> None: ...
     async def tokenizer(self) -> Any: ...
 
@@ -303,7 +322,7 @@ class LocalEngine:
         tail = range(len(ids) - continuation_tokens, len(ids))
         return float(sum(final.prompt_logprobs[i][ids[i]].logprob for i in tail))
 
-    async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         from vllm.sampling_params import RequestOutputKind
 
         if self._engine is None:
