@@ -41,7 +41,8 @@ class LlavaVideoProjector(nn.Module):
         super().__init__()
         self.linear_1 = nn.Linear(vision_hidden, text_hidden)
         self.act = ACT2FN[act]
-        self.linear_2 = nn.Linear(text_hidden, text_hidden)
+        # Any module H -> H: the ladder experiments append a norm (videoqa.training.experiments.ladder).
+        self.linear_2: nn.Module = nn.Linear(text_hidden, text_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(x)))
