@@ -18,12 +18,14 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/install-helm.sh
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile
 
 # The deploy tests (marker `deploy`) build the CPU images and run docker/compose.yaml's stack themselves.
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile
 	$(PY) -m pytest -q -ra --durations=25
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -137,7 +138,7 @@ def convert_cmd(
         try:
             source = detect(src)
             base = VideoLayout.from_llava_config(source.config) if source.kind == "original" else VideoLayout()
-            changes = {
+            changes: dict[str, Any] = {  # VideoLayout checks each value
                 "pool_mode": pool_mode,
                 "newline": newline,
                 "slowfast_stride": slowfast_stride,

@@ -14,12 +14,15 @@ layers that are kept (26 for so400m).
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from videoqa.model.layout import VideoLayout
+
+if TYPE_CHECKING:
+    from transformers import Qwen2Config, SiglipVisionConfig
 
 MODEL_TYPE = "llava_video"
 ARCHITECTURE = "LlavaVideoForCausalLM"
@@ -37,7 +40,8 @@ class LlavaVideoConfig(PreTrainedConfig):
     """Config of a LLaVA-Video checkpoint in this project's format."""
 
     model_type = MODEL_TYPE
-    sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}
+    # AutoConfig, as transformers' own multimodal configs do; its annotation says type[PreTrainedConfig].
+    sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}  # type: ignore[dict-item]
 
     vision_config: dict | PreTrainedConfig | None = None
     """SigLIP vision tower config (model_type siglip_vision_model), layers already truncated."""
@@ -85,17 +89,36 @@ class LlavaVideoConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     @property
+    def vision(self) -> SiglipVisionConfig:
+        """vision_config as __post_init__ leaves it: a config object (the field also takes a dict or None).
+        SigLIP's: the reference model and the vLLM model build a SigLIP tower from it."""
+        return cast("SiglipVisionConfig", self.vision_config)
+
+    @property
+    def text(self) -> Qwen2Config:
+        """text_config as __post_init__ leaves it: a config object, Qwen2's (the LM both models build)."""
+        return cast("Qwen2Config", self.text_config)
+
+    @property
     def layout(self) -> VideoLayout:
-        return VideoLayout.from_dict(self.video_layout)
+        # None only before __post_init__, which sets the default layout's dict.
+        return VideoLayout.from_dict(self.video_layout) if self.video_layout is not None else VideoLayout()
 
     @property
     def image_size(self) -> int:
-        return int(self.vision_config.image_size)
+        return _side(self.vision.image_size)
 
     @property
     def grid(self) -> int:
         """Patch grid side of the tower (27 for SigLIP-384 patch 14)."""
-        return int(self.vision_config.image_size) // int(self.vision_config.patch_size)
+        return _side(self.vision.image_size) // _side(self.vision.patch_size)
+
+
+def _side(size: int | list[int] | tuple[int, int]) -> int:
+    """A SigLIP image or patch size: transformers' type also allows an (h, w) pair; the tower's are squares."""
+    if not isinstance(size, int):  # int() of a pair raised TypeError before, too
+        raise TypeError(f"vision_config sizes must be one int (square), got {size!r}")
+    return size
 
 
 def register_config() -> None:

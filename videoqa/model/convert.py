@@ -202,6 +202,7 @@ def convert(
     shapes = _scan_shapes(source)
     cfg = source.config
 
+    vprefix: str | None  # the vision tower's key prefix; None when no tower weights are found
     if source.kind == "original":
         renames = ORIGINAL_RENAMES
         vprefix = "model.vision_tower.vision_tower.vision_model."
@@ -253,7 +254,8 @@ def convert(
         video_token_id=video_token_id,
         max_frames=max_frames,
         tie_word_embeddings=tie,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        # transformers' configs take extra fields (wrap_init_to_accept_kwargs); its dataclass_transform cannot say so.
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),  # type: ignore[call-arg]
     )
 
     weight_map: dict[str, str] = {}

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -21,8 +21,11 @@ import numpy as np
 
 from videoqa.proc import exit_with_parent_on_fork
 
-if TYPE_CHECKING:  # the config module imports transformers, which the split-mode gateway does not install
-    from videoqa.model.config import LlavaVideoConfig
+if TYPE_CHECKING:  # for annotations only: the split-mode gateway imports this module without vLLM installed
+    from vllm.inputs import TextPrompt, TokensPrompt
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from videoqa.model.layout import VideoLayout
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -89,8 +92,25 @@ class GenerationChunk:
     """Prompt tokens served from the prefix cache."""
     prompt_token_ids: list[int] | None = None
     """The prompt as the engine saw it (video placeholders expanded); on the first chunk only."""
-    logprobs: list[dict] | None = None
+    logprobs: list[dict[str, Any]] | None = None
     """With GenerationRequest.logprobs: OpenAI's logprobs.content entries for this chunk's new tokens."""
+
+
+class EngineConfig(Protocol):
+    """What the gateway reads of the served checkpoint's config: LlavaVideoConfig in process, the split-mode
+    client's RemoteConfig (parsed without transformers) otherwise. Read-only: RemoteConfig is frozen."""
+
+    @property
+    def layout(self) -> VideoLayout: ...
+    @property
+    def grid(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def max_frames(self) -> int: ...
+    @property
+    def num_frames(self) -> int | None: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable
@@ -98,21 +118,25 @@ class VideoQAEngine(Protocol):
     """What the gateway needs from an engine (in-process LocalEngine, or the split-mode HTTP client)."""
 
     model_name: str
-    config: LlavaVideoConfig
     max_model_len: int
+
+    @property
+    def config(self) -> EngineConfig: ...
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def ready(self) -> bool: ...
     def queue_depth(self) -> int: ...
-    def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+    def generate(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
     async def abort(self, request_id: str) -> None: ...
     async def tokenizer(self) -> Any: ...
 
 
-def _engine_input(prompt: list[int] | str, frames: np.ndarray | None) -> dict[str, object]:
+def _engine_input(prompt: list[int] | str, frames: np.ndarray | None) -> TextPrompt | TokensPrompt:
     """vLLM's prompt dict: the token ids (or trusted text), and the uint8 frames [F, H, W, 3] as the one video."""
-    request: dict[str, object] = {"prompt": prompt} if isinstance(prompt, str) else {"prompt_token_ids": list(prompt)}
+    request: TextPrompt | TokensPrompt = (
+        {"prompt": prompt} if isinstance(prompt, str) else {"prompt_token_ids": list(prompt)}
+    )
     if frames is not None:
         request["multi_modal_data"] = {"video": frames}
     return request
@@ -193,7 +217,7 @@ class LocalEngine:
         self.checkpoint = Path(checkpoint)
         self.config = LlavaVideoConfig.from_pretrained(self.checkpoint)
         self.model_name = model_name or self.checkpoint.name
-        self.max_model_len = int(max_model_len or self.config.text_config.max_position_embeddings)
+        self.max_model_len = int(max_model_len or self.config.text.max_position_embeddings)
         self._dtype = dtype
         self._max_num_seqs = max_num_seqs
         self._tp = tensor_parallel_size
@@ -204,7 +228,7 @@ class LocalEngine:
             self._check_extra_args()  # a typo stops the start, not the engine build minutes later
         if kv_cache_gib is not None:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
-        self._engine = None
+        self._engine: AsyncLLM | None = None
         self._inflight: set[str] = set()
         self.prefix_cache_hit_tokens = 0
         self.prompt_tokens_total = 0
@@ -298,12 +322,17 @@ class LocalEngine:
         final = None
         async for out in self._engine.generate(_engine_input(prompt, frames), params, uuid.uuid4().hex):
             final = out
-        assert final is not None and final.prompt_logprobs is not None
+        assert final is not None and final.prompt_logprobs is not None and final.prompt_token_ids is not None
         ids = final.prompt_token_ids
         tail = range(len(ids) - continuation_tokens, len(ids))
-        return float(sum(final.prompt_logprobs[i][ids[i]].logprob for i in tail))
+        total = 0.0
+        for i in tail:
+            entry = final.prompt_logprobs[i]
+            assert entry is not None  # only the first prompt token has no logprobs
+            total += entry[ids[i]].logprob
+        return total
 
-    async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         from vllm.sampling_params import RequestOutputKind
 
         if self._engine is None:

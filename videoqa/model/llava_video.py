@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,8 @@ class LlavaVideoProjector(nn.Module):
         super().__init__()
         self.linear_1 = nn.Linear(vision_hidden, text_hidden)
         self.act = ACT2FN[act]
-        self.linear_2 = nn.Linear(text_hidden, text_hidden)
+        # Any module H -> H: the ladder experiments append a norm (videoqa.training.experiments.ladder).
+        self.linear_2: nn.Module = nn.Linear(text_hidden, text_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(x)))
@@ -50,25 +52,25 @@ class LlavaVideoForCausalLM(nn.Module):
     def __init__(self, config: LlavaVideoConfig) -> None:
         super().__init__()
         self.config = config
-        hidden = config.text_config.hidden_size
-        self.vision_tower = SiglipVisionModel(config.vision_config)
-        # The parent drops the head and reads the encoder output before post_layernorm.
-        self.vision_tower.post_layernorm = nn.Identity()
-        self.vision_tower.head = nn.Identity()
-        self.multi_modal_projector = LlavaVideoProjector(
-            config.vision_config.hidden_size, hidden, config.projector_hidden_act
-        )
+        hidden = config.text.hidden_size
+        self.vision_tower = SiglipVisionModel(config.vision)
+        # The parent drops the head and reads the encoder output before post_layernorm. (transformers types
+        # these slots as the modules it puts there; any nn.Module may replace them.)
+        self.vision_tower.post_layernorm = nn.Identity()  # type: ignore[assignment]
+        self.vision_tower.head = nn.Identity()  # type: ignore[assignment]
+        self.multi_modal_projector = LlavaVideoProjector(config.vision.hidden_size, hidden, config.projector_hidden_act)
         # llava_arch.py initialises image_newline as randn(H) / sqrt(H).
         self.image_newline = nn.Parameter(torch.randn(hidden) / hidden**0.5)
         self.frame_token = nn.Parameter(torch.randn(hidden) / hidden**0.5) if config.layout.frame_token else None
-        self.language_model = Qwen2ForCausalLM(config.text_config)
+        self.language_model = Qwen2ForCausalLM(config.text)
         if config.tie_word_embeddings:
             self.language_model.lm_head.weight = self.language_model.model.embed_tokens.weight
 
     # ---- vision -------------------------------------------------------------------------------------
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values [F, 3, S, S] -> projected per-frame features [F, g*g, H]."""
-        tower = self.vision_tower.vision_model if hasattr(self.vision_tower, "vision_model") else self.vision_tower
+        # Any: SiglipVisionTransformer, or where a transformers version has no wrapper the model itself.
+        tower: Any = self.vision_tower.vision_model if hasattr(self.vision_tower, "vision_model") else self.vision_tower
         x = tower.embeddings(pixel_values.to(self.dtype))  # [F, g*g, Dv]
         x = tower.encoder(inputs_embeds=x).last_hidden_state  # [F, g*g, Dv], kept layers only
         return self.multi_modal_projector(x)  # [F, g*g, H]
@@ -216,8 +218,8 @@ class LlavaVideoForCausalLM(nn.Module):
                 f"{ckpt} has model_type {model_type!r}; convert it first with `videoqa model convert {ckpt} OUT`"
             )
         config = LlavaVideoConfig.from_pretrained(ckpt)
-        config.vision_config._attn_implementation = "sdpa"
-        config.text_config._attn_implementation = "sdpa"
+        config.vision._attn_implementation = "sdpa"
+        config.text._attn_implementation = "sdpa"
         model = cls(config)
         weights: dict[str, torch.Tensor] = {}
         for shard in sorted(ckpt.glob("*.safetensors")):  # one file, or the converter's shards

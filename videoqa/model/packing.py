@@ -74,6 +74,7 @@ def pack_video(
         elif layout.newline == "frame":
             frame = torch.cat([frame, newline], dim=0)  # [h*h+1, D]
         if layout.frame_token:
+            assert token is not None  # a model has its frame_token parameter exactly when its layout asks for one
             frame = torch.cat([frame, token], dim=0)
         blocks.append(frame)
     if layout.newline == "one_token":

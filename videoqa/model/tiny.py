@@ -74,6 +74,8 @@ def init_tiny(out: str | Path, seed: int = 0, layout: VideoLayout | None = None,
     out = Path(out)
     tokenizer = build_tokenizer(seed=seed, vocab_size=spec.tokenizer_vocab)
     vocab = -(-len(tokenizer) // 64) * 64  # pad like real checkpoints (Qwen2-7B: 152064 > 151646 tokens)
+    video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+    assert isinstance(video_token_id, int)  # one token in, one id out (the type also covers a list in)
     config = LlavaVideoConfig(
         architectures=["LlavaVideoForCausalLM"],
         vision_config={
@@ -101,10 +103,11 @@ def init_tiny(out: str | Path, seed: int = 0, layout: VideoLayout | None = None,
         },
         video_layout=layout.to_dict(),
         video_token=VIDEO_TOKEN,
-        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        video_token_id=video_token_id,
         max_frames=spec.max_frames,
         tie_word_embeddings=spec.tie_word_embeddings,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        # transformers' configs take extra fields (wrap_init_to_accept_kwargs); its dataclass_transform cannot say so.
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),  # type: ignore[call-arg]
     )
     torch.manual_seed(seed)
     model = LlavaVideoForCausalLM(config)

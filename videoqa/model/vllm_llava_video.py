@@ -9,6 +9,7 @@ an optional frame token, and no torchvision/HF processor (see vllm_processing.py
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
 
 from videoqa.model.config import LlavaVideoConfig
+
+if TYPE_CHECKING:  # the LM init_vllm_registered_model builds below (it returns a plain nn.Module)
+    from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 from videoqa.model.packing import pack_video
 from videoqa.model.vllm_processing import (
     LlavaVideoDummyInputsBuilder,
@@ -59,22 +63,23 @@ class LlavaVideoForCausalLM(nn.Module, SupportsMultiModal, SupportsPP):
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
-        config: LlavaVideoConfig = vllm_config.model_config.hf_config
+        # The checkpoint's config.json: model_type llava_video, registered by videoqa.model.config.
+        config = cast(LlavaVideoConfig, vllm_config.model_config.hf_config)
         self.config = config
         self.layout = config.layout
         self.grid = config.grid
-        hidden = config.text_config.hidden_size
+        hidden = config.text.hidden_size
 
         with self._mark_tower_model(vllm_config, "video"):
             # The checkpoint's tower is already truncated; read its last layer without post-layernorm.
             self.vision_tower = SiglipVisionModel(
-                config.vision_config,
+                config.vision,
                 vllm_config.quant_config,
                 require_post_norm=False,
                 prefix=maybe_prefix(prefix, "vision_tower"),
             )
             self.multi_modal_projector = LlavaVideoProjector(
-                config.vision_config.hidden_size,
+                config.vision.hidden_size,
                 hidden,
                 config.projector_hidden_act,
                 prefix=maybe_prefix(prefix, "multi_modal_projector"),
@@ -83,11 +88,14 @@ class LlavaVideoForCausalLM(nn.Module, SupportsMultiModal, SupportsPP):
             self.frame_token = nn.Parameter(torch.empty(hidden)) if self.layout.frame_token else None
 
         with self._mark_language_model(vllm_config):
-            self.language_model = init_vllm_registered_model(
-                vllm_config=vllm_config,
-                hf_config=config.text_config,
-                prefix=maybe_prefix(prefix, "language_model"),
-                architectures=["Qwen2ForCausalLM"],
+            self.language_model = cast(
+                "Qwen2ForCausalLM",
+                init_vllm_registered_model(
+                    vllm_config=vllm_config,
+                    hf_config=config.text,
+                    prefix=maybe_prefix(prefix, "language_model"),
+                    architectures=["Qwen2ForCausalLM"],
+                ),
             )
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
 
@@ -103,6 +111,7 @@ class LlavaVideoForCausalLM(nn.Module, SupportsMultiModal, SupportsPP):
             return []
         if isinstance(videos, torch.Tensor):  # [B, F, 3, S, S] when all videos have F frames
             videos = list(videos.unbind(0))
+        videos = cast(list[torch.Tensor], videos)  # else one [F_i, 3, S, S] per video (vllm_processing's fields)
         frame_counts = [v.shape[0] for v in videos]
         feats = self._encode_frames(torch.cat(list(videos), dim=0))  # [sum F, g*g, H], one tower pass
         # One 2-D tensor per video, as vLLM's V1 engine expects.

@@ -8,8 +8,8 @@ placeholder count and the model's packed embeddings come from one function.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -105,8 +105,11 @@ class LlavaVideoMultiModalProcessor(BaseMultiModalProcessor[LlavaVideoProcessing
 
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         cfg = self.info.get_hf_config()
-        videos = [_as_frames(v) for v in hf_data.get("videos", [])]  # type: ignore[union-attr]
-        pixel_values = [frames_to_pixel_values(v, cfg.image_size, cfg.image_mean, cfg.image_std) for v in videos]
+        # vLLM hands the parsed video items over as a list (its Mapping is typed with object values).
+        videos = [_as_frames(v) for v in cast(Iterable[object], hf_data.get("videos", []))]
+        mean, std = cfg.image_mean, cfg.image_std
+        assert mean is not None and std is not None  # LlavaVideoConfig.__post_init__ fills both
+        pixel_values = [frames_to_pixel_values(v, cfg.image_size, mean, std) for v in videos]
         return BatchFeature({"pixel_values_videos": pixel_values}, tensor_type=None)
 
     def _get_mm_fields_config(
@@ -127,6 +130,7 @@ class LlavaVideoMultiModalProcessor(BaseMultiModalProcessor[LlavaVideoProcessing
             if isinstance(videos, VideoEmbeddingItems):
                 count = videos.get_feature_size(item_idx)
             else:
+                assert isinstance(videos, VideoProcessorItems)  # get_items checked it is one of the two
                 count = self.info.get_num_video_tokens(videos.get_num_frames(item_idx))
             return [video_token_id] * count
 

@@ -20,11 +20,12 @@ from videoqa.service.tenants import ANONYMOUS, Principal, hash_key
 
 
 def get_service(request: Request) -> VideoQAService:
-    return request.app.state.service
+    service: VideoQAService = request.app.state.service  # app.state is untyped: create_app puts it there
+    return service
 
 
 def get_files(request: Request) -> FileStore:
-    return request.app.state.service.files
+    return get_service(request).files
 
 
 async def authorize(request: Request) -> Principal:

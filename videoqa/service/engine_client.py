@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +126,14 @@ class RemoteEngine:
         """request id -> the engine running it (aborts go there)."""
         self.model_name = "unknown"
         self.max_model_len = 0
-        self.config: RemoteConfig | None = None  # type: ignore[assignment]
+        self._config: RemoteConfig | None = None
+
+    @property
+    def config(self) -> RemoteConfig:
+        """The served checkpoint's config, from the first engine up (so only after start())."""
+        if self._config is None:
+            raise RuntimeError("RemoteEngine.config is known only after start()")
+        return self._config
 
     async def start(self) -> None:
         """Wait (up to start_timeout_s) until one engine is ready; the others join when their health checks pass."""
@@ -158,9 +165,9 @@ class RemoteEngine:
     def _join(self, backend: _Backend, info: dict[str, Any]) -> None:
         """Take an engine into rotation, unless it serves another model than the first one did."""
         served = (info["model_name"], int(info["max_model_len"]), RemoteConfig.from_dict(info["config"]))
-        if self.config is None:  # the first engine up decides what this gateway serves
-            self.model_name, self.max_model_len, self.config = served
-        elif served != (self.model_name, self.max_model_len, self.config):
+        if self._config is None:  # the first engine up decides what this gateway serves
+            self.model_name, self.max_model_len, self._config = served
+        elif served != (self.model_name, self.max_model_len, self._config):
             backend.mismatch = f"it serves {served[0]!r} (context {served[1]}), not {self.model_name!r}"
             log.error("engine at %s is left out: %s", backend.url, backend.mismatch)
         backend.info = info
@@ -253,7 +260,7 @@ class RemoteEngine:
     def _unavailable(self, why: str) -> EngineUnavailableError:
         return EngineUnavailableError(why, retry_after_s=self.health_interval_s + 1)
 
-    async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         body = encode_request(req)
         tried: set[int] = set()
         while True:
@@ -311,5 +318,5 @@ def _merge_labelled(texts: list[tuple[str, str]]) -> str:
             return list(merged.values())
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())  # type: ignore[arg-type]
+    registry.register(_Collector())
     return generate_latest(registry).decode()

@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -66,7 +67,7 @@ def create_engine_app(engine: LocalEngine, token: str = "") -> FastAPI:
             )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.start()
         yield
         await engine.stop()
@@ -78,7 +79,7 @@ def create_engine_app(engine: LocalEngine, token: str = "") -> FastAPI:
     # The same probe paths as the gateway's, so a cluster probes every videoqa process alike: the server only
     # listens once the model is loaded (the lifespan awaits engine.start()), so a startup probe covers loading.
     @app.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz() -> dict[str, Any]:
         return {"status": "ok"}
 
     @app.get("/readyz")
@@ -90,7 +91,7 @@ def create_engine_app(engine: LocalEngine, token: str = "") -> FastAPI:
         return JSONResponse({"ready": engine.ready()}, status_code=200 if engine.ready() else 503)
 
     @app.get("/internal/info", dependencies=guarded)
-    async def info() -> dict:
+    async def info() -> dict[str, Any]:
         return {
             "model_name": engine.model_name,
             "max_model_len": engine.max_model_len,
@@ -123,7 +124,7 @@ def create_engine_app(engine: LocalEngine, token: str = "") -> FastAPI:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.post("/internal/abort/{request_id}", dependencies=guarded)
-    async def abort(request_id: str) -> dict:
+    async def abort(request_id: str) -> dict[str, Any]:
         await engine.abort(request_id)
         return {"aborted": request_id}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,7 +61,12 @@ _TYPES = {
 
 
 def error_response(
-    status: int, message: str, code: str, param: str | None = None, headers=None, request_id: str | None = None
+    status: int,
+    message: str,
+    code: str,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorBody(
@@ -88,7 +93,8 @@ def validation_error(errors: Sequence[Any]) -> JSONResponse:
 
 
 # Responses every /v1 route may give, for the OpenAPI schema.
-COMMON_ERRORS = {
+# The key type FastAPI's `responses=` takes (dict is invariant in its keys).
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": desc}
     for code, desc in {
         401: "Missing or wrong API key",

@@ -106,7 +106,10 @@ def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-def check_address(addr: str, allow: list[ipaddress._BaseNetwork] | None = None) -> None:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def check_address(addr: str, allow: list[Network] | None = None) -> None:
     """Raise BlockedAddressError unless `addr` may be fetched from."""
     ip = ipaddress.ip_address(addr.split("%", 1)[0])
     if allow and any(ip in net for net in allow if ip.version == net.version):
@@ -127,7 +130,8 @@ async def resolve(host: str, port: int) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
         raise BadURLError(f"cannot resolve host {host!r}: {err.strerror}") from err
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    # str(): an inet sockaddr's host is already a str; typeshed's sockaddr union also allows AF_PACKET's int.
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _domain_allowed(host: str, allowed: list[str]) -> bool:
@@ -135,7 +139,7 @@ def _domain_allowed(host: str, allowed: list[str]) -> bool:
     return any(host == d or host.endswith("." + d) for d in (a.lower().lstrip(".") for a in allowed))
 
 
-async def _vet(url: str, opts: FetchOptions, allow_nets: list) -> tuple[str, str, int, str]:
+async def _vet(url: str, opts: FetchOptions, allow_nets: list[Network]) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise BadURLError(f"only http(s) and data: URLs can be fetched, got scheme {parts.scheme!r}")

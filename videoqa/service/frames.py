@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from videoqa.model.config import LlavaVideoConfig
+from videoqa.model.engine import EngineConfig
 from videoqa.service.errors import APIError
 from videoqa.service.metrics import Metrics
 from videoqa.service.protocol import SamplingFields
@@ -56,7 +56,7 @@ class FrameSource:
     def __init__(self, settings: Settings, cache: FrameCache, pool: DecodePool, metrics: Metrics) -> None:
         self.settings, self.cache, self.pool, self.metrics = settings, cache, pool, metrics
 
-    def spec(self, fields: SamplingFields, cfg: LlavaVideoConfig) -> SamplingSpec:
+    def spec(self, fields: SamplingFields, cfg: EngineConfig) -> SamplingSpec:
         """What to sample: the request's fields, else the settings' and the checkpoint's defaults."""
         s = self.settings
         default_n = min(s.default_num_frames or cfg.num_frames or cfg.max_frames, s.max_frames)
@@ -104,7 +104,7 @@ class FrameSource:
             await self.cache.set(key, packed, self.settings.frame_cache_ttl_s)
         return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)
 
-    async def image(self, path: Path, cfg: LlavaVideoConfig) -> Frames:
+    async def image(self, path: Path, cfg: EngineConfig) -> Frames:
         """A still image as one frame."""
         got = await self.pool.image(path, SamplingSpec(num_frames=1, size=(cfg.image_size, cfg.image_size)))
         return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any
 
 from videoqa.model.chat import ChatFormat, Turn
 from videoqa.model.engine import GenerationChunk, GenerationRequest, VideoQAEngine
@@ -26,7 +27,7 @@ class Answer:
     frames: Frames | None
     prompt_token_ids: list[int] | None = None
     """The prompt as the engine saw it (placeholders expanded)."""
-    logprobs: list[dict] | None = None
+    logprobs: list[dict[str, Any]] | None = None
     """OpenAI logprobs.content entries of the whole answer, when asked for."""
     last: GenerationChunk | None = None
     """The generation's final chunk (token counts)."""
@@ -97,7 +98,7 @@ class Generation:
             note(frames=num_frames, visual_tokens=visual)
         return visual
 
-    async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         start = time.perf_counter()
         first_at: float | None = None
         last: GenerationChunk | None = None
@@ -123,7 +124,7 @@ class Generation:
         """The whole answer of one engine request."""
         last: GenerationChunk | None = None
         prompt_ids: list[int] | None = None
-        logprobs: list[dict] | None = [] if req.logprobs is not None else None
+        logprobs: list[dict[str, Any]] | None = [] if req.logprobs is not None else None
         async with contextlib.aclosing(self.stream(req)) as chunks:
             async for chunk in chunks:
                 last = chunk

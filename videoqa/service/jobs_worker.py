@@ -30,7 +30,7 @@ def backoff_s(n: int) -> float:
     """Delay before the (n+1)-th try: exponential, capped, with "equal jitter" (half fixed, half random) so
     workers that met the same busy engine do not all come back at once (AWS Architecture Blog, "Exponential
     Backoff And Jitter", 2015)."""
-    full = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(n - 1, 0))
+    full: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(n - 1, 0))
     return full / 2 + random.uniform(0, full / 2)
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, IPvAnyNetwork, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from videoqa.service.state.factory import check_state_settings
 from videoqa.service.tenants import check_keyrings, parse_keys
+
+if TYPE_CHECKING:  # at run time imported where used: it brings torch and vLLM
+    from videoqa.model.engine import LocalEngine
 
 
 class Settings(BaseSettings):
@@ -159,7 +162,7 @@ class Settings(BaseSettings):
         """sha256 hex digest of each admin key -> operator name."""
         return parse_keys(self.admin_keys, "admin_keys")
 
-    def local_engine(self, checkpoint: str | Path | None = None):
+    def local_engine(self, checkpoint: str | Path | None = None) -> LocalEngine:
         """The in-process vLLM engine these settings describe (embedded `serve` and `videoqa engine`)."""
         from videoqa.model.engine import LocalEngine
         from videoqa.model.tiny import default_checkpoint

@@ -150,17 +150,17 @@ def q_description_scene(scene: Scene, rng: random.Random) -> QAItem:
 
 
 def q_camera_direction(scene: Scene, rng: random.Random) -> QAItem | None:
-    panning = [s for s in scene.shots if s.pan]
+    panning = [(s, s.pan) for s in scene.shots if s.pan]
     if not panning:
         return None
-    shot = rng.choice(panning)
+    shot, pan = rng.choice(panning)
     where = "" if len(scene.shots) == 1 else f" in the scene with the {shot.background} background"
     return QAItem(
         type="Camera Direction",
         question=f"Which way does the camera pan{where}?",
-        answer=f"The camera pans {shot.pan}.",
-        short=shot.pan,
-        distractors=_other(["left", "right", "up", "down"], shot.pan, rng),
+        answer=f"The camera pans {pan}.",
+        short=pan,
+        distractors=_other(["left", "right", "up", "down"], pan, rng),
     )
 
 
@@ -181,16 +181,16 @@ def q_speed(scene: Scene, rng: random.Random) -> QAItem | None:
 
 
 def q_attribute_change(scene: Scene, rng: random.Random) -> QAItem | None:
-    changing = [o for o in scene.objects if o.colour_after is not None]
+    changing = [(o, o.colour_after) for o in scene.objects if o.colour_after is not None]
     if not changing:
         return None
-    o = rng.choice(changing)
+    o, after = rng.choice(changing)
     return QAItem(
         type="Attribute Change",
         question=f"What colour does the {name(o)} turn into?",
-        answer=f"It turns from {o.colour} to {o.colour_after} at about {o.change_at:.0f} seconds.",
-        short=o.colour_after,
-        distractors=_other([c for c in sorted(COLOURS) if c != o.colour], o.colour_after, rng),
+        answer=f"It turns from {o.colour} to {after} at about {o.change_at:.0f} seconds.",
+        short=after,
+        distractors=_other([c for c in sorted(COLOURS) if c != o.colour], after, rng),
     )
 
 

@@ -102,8 +102,13 @@ class LLMTeacher:
     async def questions(self, video: VideoContext, caption: str, types: list[str]) -> list[QAItem]:
         text = QA_PROMPT.format(types=_types_block(types), caption=caption)
         items = await self.client.generate_json(TeacherPrompt(SYSTEM, text), parse_qa)
-        seen: set[str] = set()
-        return [q for q in items if q.type in types and not (q.type in seen or seen.add(q.type))]
+        seen: set[str] = set()  # the first question of each asked type
+        kept: list[QAItem] = []
+        for q in items:
+            if q.type in types and q.type not in seen:
+                seen.add(q.type)
+                kept.append(q)
+        return kept
 
     def usage(self) -> dict:
         return self.client.usage.as_dict()

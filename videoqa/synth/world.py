@@ -148,7 +148,10 @@ class SceneObject:
         return self.appear <= t < self.leave
 
     def colour_at(self, t: float) -> str:
-        return self.colour_after if self.change_at is not None and t >= self.change_at else self.colour
+        if self.change_at is not None and t >= self.change_at:
+            assert self.colour_after is not None  # set together with change_at
+            return self.colour_after
+        return self.colour
 
 
 @dataclass
@@ -223,7 +226,8 @@ class Scene:
     @classmethod
     def from_timeline(cls, data: dict) -> Scene:
         """The scene back from its ground-truth JSON (what the oracle teacher reads next to a video)."""
-        scene = cls(data["seed"], data["duration"], data["fps"], *data["size"], object_size=data.get("object_size", 28))
+        width, height = data["size"]
+        scene = cls(data["seed"], data["duration"], data["fps"], width, height, object_size=data.get("object_size", 28))
         scene.shots = [Shot(**{**s, "wall": tuple(s["wall"]) if s.get("wall") else None}) for s in data["shots"]]
         scene.objects = [SceneObject(**{**o, "start": tuple(o["start"])}) for o in data["objects"]]
         return scene

@@ -76,7 +76,7 @@ def model_len_for(cfg: Any, chat: Any, records: list[dict], frames: int, max_new
     prompts = [chat.video_question(_question(r), 99999.99, stamps) for r in records] or [[0]]
     text = max(len(ids) for ids in prompts) - 1  # the <video> placeholder itself
     need = visual + text + max_new_tokens
-    limit = int(cfg.text_config.max_position_embeddings)
+    limit = int(cfg.text.max_position_embeddings)
     if need > limit:
         fit = max_frames_for_budget(cfg.layout, limit - text - max_new_tokens, cfg.grid)
         raise ContextTooShortError(

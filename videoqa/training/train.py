@@ -21,8 +21,9 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -45,6 +46,10 @@ from videoqa.training.stream import (
 )
 from videoqa.video import SamplingSpec
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import Qwen2ForCausalLM
+
 STATE = "train_state.pt"
 
 
@@ -61,7 +66,8 @@ def _load_model(cfg: TrainConfig, out: Path) -> tuple[LlavaVideoForCausalLM, Pat
 
         src = out / "init"
         if not (src / "config.json").exists():
-            init_tiny(src, seed=cfg.seed, spec=TinySpec(**cfg.tiny))
+            overrides: dict[str, Any] = dict(cfg.tiny)  # TinySpec fields by name; each an int or a bool
+            init_tiny(src, seed=cfg.seed, spec=TinySpec(**overrides))
     else:
         src = Path(cfg.model)
     return LlavaVideoForCausalLM.from_pretrained(src), src
@@ -81,7 +87,9 @@ def _build_model(cfg: TrainConfig, out: Path, checkpointing: bool) -> tuple[Llav
 
 def _param_groups(model: LlavaVideoForCausalLM, cfg: TrainConfig) -> list[dict]:
     """Separate learning rates for tower, projector (+ newline/frame token) and LLM, as the paper trains."""
-    tower, projector, llm = [], [], []
+    tower: list[torch.nn.Parameter] = []
+    projector: list[torch.nn.Parameter] = []
+    llm: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if name.startswith("language_model.") and not p.requires_grad:
             continue  # frozen by LoRA
@@ -168,6 +176,9 @@ def _sync_gradients(ddp: torch.nn.Module, sharded: bool, sync: bool) -> contextl
     """Reduce gradients across ranks only on the last micro-batch of a step (DDP `no_sync`; FSDP2
     `set_requires_gradient_sync`, which keeps the unsharded gradients local until then)."""
     if sharded:
+        from torch.distributed.fsdp import FSDPModule
+
+        assert isinstance(ddp, FSDPModule)  # fully_shard made the model one
         ddp.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
     if isinstance(ddp, torch.nn.parallel.DistributedDataParallel) and not sync:
@@ -301,7 +312,7 @@ def train(cfg: TrainConfig) -> Path:
         _count_syncs(ddp, syncs)
     model.train()
 
-    def stream(first: int) -> Iterator[Batch]:
+    def stream(first: int) -> Generator[Batch, None, None]:
         """Micro-batches from global index `first` on, across epochs (epoch e's order from seed and e alone)."""
         m = first
         while True:
@@ -321,8 +332,9 @@ def train(cfg: TrainConfig) -> Path:
         val_loader = make_loader(val_set, val_sampler, collator, cfg.num_workers, cfg.prefetch_batches)
 
     def validate() -> float:
+        assert val_loader is not None  # called only when there is validation data
         ddp.eval()
-        loss_sum, tokens = 0.0, 0
+        loss_sum, tokens = 0.0, 0.0
         with torch.no_grad():
             for batch in val_loader:
                 batch = batch.to(device)
@@ -363,10 +375,10 @@ def train(cfg: TrainConfig) -> Path:
                     loss = _token_loss_sum(logits, batch.labels)
                     (loss * world / tokens).backward()
                 loss_sum += loss.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; every rank takes part in materialising it
-                grad_norm = grad_norm.full_tensor()
-            grad_norm = float(grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor; every rank takes part in materialising it
+                norm = norm.full_tensor()
+            grad_norm = float(norm)
             optim.step()
             sched.step()
             step += 1
@@ -375,7 +387,7 @@ def train(cfg: TrainConfig) -> Path:
             for index, reason in skipped:
                 skipped_log.write(json.dumps({"step": step, "rank": rank, "record": index, "reason": reason}) + "\n")
             skipped_log.flush()
-            visual = sum(b.visual_tokens for b in micro_batches)
+            visual: float = sum(b.visual_tokens for b in micro_batches)
             loss_sum, n_skipped, visual = _all_sum([loss_sum, len(skipped), visual], world)
             skipped_total += int(n_skipped)
             step_s = time.perf_counter() - t0
@@ -399,7 +411,7 @@ def train(cfg: TrainConfig) -> Path:
                     scalars["memory/gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 track.scalars(step, scalars)
                 if step % cfg.log_every == 0:
-                    row = {"step": step, "loss": loss_sum / tokens, "lr": sched.get_last_lr()[-1]}
+                    row: dict[str, Any] = {"step": step, "loss": loss_sum / tokens, "lr": sched.get_last_lr()[-1]}
                     row |= {"examples": per_step, "lrs": lrs, "samples_per_s": per_step / step_s}
                     row |= {"visual_tokens_per_s": visual / step_s, "skipped": skipped_total}
                     row["elapsed_s"] = time.perf_counter() - t_start  # at step 1 (this launch): time to first step
@@ -415,6 +427,7 @@ def train(cfg: TrainConfig) -> Path:
             stopping = cfg.stop_after is not None and step >= cfg.stop_after and step < total
             if (cfg.save_every and step % cfg.save_every == 0) or step == total or stopping:
                 weights, optim_state = _full_states(model, optim, sharded)  # every rank takes part in the gather
+                assert optim_state is not None  # an optimizer was given
                 if rank == 0:
                     data = {"micro_batch": micro, "global_batch": sampler.global_batch, "skipped": skipped_total}
                     _save_state(weights, optim_state, sched, step, data, state_path)
@@ -434,7 +447,8 @@ def train(cfg: TrainConfig) -> Path:
     if rank == 0:
         model.eval()
         if cfg.lora is not None:  # the served format has no adapters: fold them into the weights
-            model.language_model = model.language_model.merge_and_unload()
+            lora_lm = cast("PeftModel", model.language_model)  # what _with_lora put there
+            model.language_model = cast("Qwen2ForCausalLM", lora_lm.merge_and_unload())
         model.to("cpu")
         if cfg.fps is None:  # served with the frame count it learned on, unless a request says otherwise
             model.config.num_frames = cfg.num_frames
@@ -461,14 +475,16 @@ def _truncate_log(path: Path, step: int) -> None:
         tmp.replace(path)
 
 
-def _with_lora(language_model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+def _with_lora(language_model: torch.nn.Module, cfg: TrainConfig) -> Qwen2ForCausalLM:
+    """The LM with LoRA adapters: a PeftModel, typed as the Qwen2 model it wraps and stands in for (it forwards
+    every other attribute to it; the model's forward calls it the same way)."""
     from peft import LoraConfig, get_peft_model
 
     assert cfg.lora is not None
     settings = LoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules
     )
-    return get_peft_model(language_model, settings)
+    return cast("Qwen2ForCausalLM", get_peft_model(language_model, settings))
 
 
 def _shard(model: LlavaVideoForCausalLM) -> None:

@@ -7,6 +7,7 @@ parts, where an image is asked for.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ CONTAINER = "webp_anim"
 """The container name animated WebP files are registered and limited under (DecodeLimits.allowed_containers)."""
 
 
-def is_animated_webp(path: str | Path) -> bool:
+def is_animated_webp(path: str | os.PathLike[str]) -> bool:
     """RIFF/WEBP with a VP8X header whose animation flag is set (WebP container spec, "Extended format")."""
     try:
         with open(path, "rb") as f:
@@ -102,14 +103,14 @@ def _info(path: Path, image, starts: list[float]) -> VideoInfo:  # noqa: ANN001
     )
 
 
-def probe(path: str | Path, limits: DecodeLimits) -> VideoInfo:
+def probe(path: str | os.PathLike[str], limits: DecodeLimits) -> VideoInfo:
     path = Path(path)
     deadline = time.monotonic() + limits.timeout_s
     with _open(path, limits) as image:
         return _info(path, image, _frame_starts(image, limits, deadline))
 
 
-def sample(path: str | Path, spec: SamplingSpec, limits: DecodeLimits) -> SampledVideo:
+def sample(path: str | os.PathLike[str], spec: SamplingSpec, limits: DecodeLimits) -> SampledVideo:
     """The frames shown at the sampler's target times (videoqa.video.sampler.target_times), resized like
     every other video's."""
     import bisect

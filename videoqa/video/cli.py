@@ -89,10 +89,10 @@ def frames(
     for i, t in enumerate(got.timestamps):
         table.add_row(str(i), f"{t:.3f}")
     console.print(table)
-    t = got.timings
+    timings = got.timings
     console.print(
-        f"probe {t['probe_s'] * 1000:.1f} ms, decode {t['decode_s'] * 1000:.1f} ms "
-        f"({int(t['frames_decoded'])} frames decoded, {got.keyframe_hits} keyframe hits)"
+        f"probe {timings['probe_s'] * 1000:.1f} ms, decode {timings['decode_s'] * 1000:.1f} ms "
+        f"({int(timings['frames_decoded'])} frames decoded, {got.keyframe_hits} keyframe hits)"
     )
 
 

@@ -106,10 +106,12 @@ class DecodePool:
                 "the decoder process died on this file (damaged data or over the memory limit)"
             ) from err
 
-    async def probe(self, path: str | os.PathLike) -> VideoInfo:
+    async def probe(self, path: str | os.PathLike[str]) -> VideoInfo:
         return await self._run(probe, str(path), self.limits)
 
-    async def sample(self, path: str | os.PathLike, spec: SamplingSpec, info: VideoInfo | None = None) -> SampledVideo:
+    async def sample(
+        self, path: str | os.PathLike[str], spec: SamplingSpec, info: VideoInfo | None = None
+    ) -> SampledVideo:
         """Sample in the workers. A plan whose GOP runs cost more than a few frames (exact, or fast misses) is
         split into at most `workers` runs decoded concurrently, one task each, every task under the worker's
         address-space cap; the merged frames are those of a single decode."""
@@ -141,7 +143,7 @@ class DecodePool:
         info.rotation = rotation
         return sampled_video(info, frames, stamps, decoded, rp, start, probed)
 
-    async def image(self, path: str | os.PathLike, spec: SamplingSpec) -> SampledVideo:
+    async def image(self, path: str | os.PathLike[str], spec: SamplingSpec) -> SampledVideo:
         """A still image as a one-frame video (chat image_url parts)."""
         return await self._run(image_as_video, str(path), spec, self.limits)
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -98,6 +99,12 @@ def _codec_name(decoder: str) -> str:
     return _DECODER_CODEC.get(decoder, decoder)
 
 
+def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
+    """PyAV types a stream's time base optional (an output stream's is set by the encoder); a demuxed one has it."""
+    assert stream.time_base is not None
+    return stream.time_base
+
+
 def _video_stream(container: av.container.InputContainer, limits: DecodeLimits) -> av.video.stream.VideoStream:
     streams = container.streams
     if len(streams) == 0:
@@ -156,7 +163,7 @@ def _keyframes_from_index(
             break
     if delay is None:
         return None
-    tb = float(stream.time_base)
+    tb = float(_time_base(stream))
     start = stream.start_time or 0
     shown = [e.timestamp + delay for e in entries if e.is_keyframe]
     if delay and len(shown) > 1:
@@ -167,15 +174,15 @@ def _keyframes_from_index(
         # (~0.03 ms each measured, a few times cheaper than demuxing every packet).
         for k, ts in enumerate(shown):
             container.seek(ts, stream=stream, backward=True, any_frame=False)
-            packet = next(iter(container.demux(stream)), None)
-            if packet is None or not packet.is_keyframe or packet.pts is None or packet.dts != ts - delay:
+            at = next(iter(container.demux(stream)), None)
+            if at is None or not at.is_keyframe or at.pts is None or at.dts != ts - delay:
                 return None
-            shown[k] = packet.pts
+            shown[k] = at.pts
     keyframes = [(ts - start) * tb for ts in shown]
     frame = 1 / float(stream.average_rate) if stream.average_rate else 0.0
     end = (last.timestamp + delay - start) * tb + frame
     if stream.duration:
-        end = max(end, float(stream.duration * stream.time_base))
+        end = max(end, float(stream.duration * _time_base(stream)))
     return keyframes, n, end
 
 
@@ -187,7 +194,7 @@ def _keyframes_from_packets(
     start: float,
 ) -> tuple[list[float], int, float]:
     """One demux pass (no decoding): keyframe times, packet count and the real extent of the data."""
-    tb = float(stream.time_base)
+    tb = float(_time_base(stream))
     keyframes: list[float] = []
     count, end = 0, start
     try:
@@ -215,10 +222,10 @@ def _probe_open(
     container: av.container.InputContainer, path: Path, limits: DecodeLimits, deadline: _Deadline
 ) -> VideoInfo:
     stream = _video_stream(container, limits)
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    start = float(stream.start_time * _time_base(stream)) if stream.start_time is not None else 0.0
     declared = None
     if stream.duration is not None:
-        declared = float(stream.duration * stream.time_base)
+        declared = float(stream.duration * _time_base(stream))
     elif container.duration is not None:
         declared = container.duration / av.time_base
     if declared is not None and declared > limits.max_duration_s:
@@ -262,7 +269,7 @@ def _probe_open(
     )
 
 
-def probe(path: str | os.PathLike, limits: DecodeLimits | None = None) -> VideoInfo:
+def probe(path: str | os.PathLike[str], limits: DecodeLimits | None = None) -> VideoInfo:
     """Validate a file against `limits` and describe it, without decoding any frame."""
     limits = limits or DecodeLimits()
     if animated.is_animated_webp(path):
@@ -332,7 +339,7 @@ class _Decoder:
         deadline: _Deadline,
     ) -> None:
         self.container, self.stream, self.info, self.deadline = container, stream, info, deadline
-        self.tb = float(stream.time_base)
+        self.tb = float(_time_base(stream))
         self.decoded = 0
 
     def time(self, frame: av.VideoFrame) -> float:
@@ -501,7 +508,8 @@ def split(info: VideoInfo, times: list[float], hits: list[bool], parts: int, min
     total = sum(cost)
     if total < min_cost:
         return [range(n)]
-    runs, start, acc = [], 0, 0.0
+    runs: list[range] = []
+    start, acc = 0, 0.0
     for k in range(n):
         # A cut before k is allowed unless k continues the previous target's forward decode in the same GOP.
         if k > start and len(runs) < parts - 1 and acc >= total * (len(runs) + 1) / parts and gops[k] != gops[k - 1]:
@@ -513,7 +521,7 @@ def split(info: VideoInfo, times: list[float], hits: list[bool], parts: int, min
 
 
 def sample_part(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     info: VideoInfo,
     times: list[float],
     hits: list[bool],
@@ -591,7 +599,7 @@ def sampled_video(
 
 
 def sample_frames(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     spec: SamplingSpec | None = None,
     limits: DecodeLimits | None = None,
     info: VideoInfo | None = None,

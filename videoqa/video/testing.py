@@ -65,6 +65,7 @@ def make_test_video(
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", format=container, options=options) as out:
         stream = out.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream), f"{codec} is not a video codec"  # PyAV types by codec literal
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if gop:
             stream.codec_context.gop_size = gop

@@ -9,7 +9,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -48,7 +49,9 @@ def _flatten(body: ChatCompletionRequest) -> tuple[list[Turn], VideoInput | None
     turns: list[Turn] = []
     video: VideoInput | None = None
     for i, msg in enumerate(body.messages):
-        parts = msg.content if isinstance(msg.content, list) else [{"type": "text", "text": msg.content or ""}]
+        parts: list[dict[str, Any]] = (
+            msg.content if isinstance(msg.content, list) else [{"type": "text", "text": msg.content or ""}]
+        )
         texts: list[str] = []
         for part in parts:
             kind = part.get("type")
@@ -128,7 +131,7 @@ async def chat(
     request: Request,
     service: Service,
     caller: Caller,
-):
+) -> ChatCompletion | StreamingResponse:
     if body.model and body.model != service.engine.model_name:
         raise APIError(
             404,
@@ -194,7 +197,9 @@ async def _sse(
             yield event
 
 
-async def _merged(service: VideoQAService, reqs: list[GenerationRequest]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+async def _merged(
+    service: VideoQAService, reqs: list[GenerationRequest]
+) -> AsyncGenerator[tuple[int, GenerationChunk], None]:
     """The chunks of n concurrent generations, tagged with their choice index, as they come."""
     if len(reqs) == 1:
         async with contextlib.aclosing(service.generation.stream(reqs[0])) as chunks:
@@ -241,7 +246,9 @@ async def _events(
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     want_logprobs = reqs[0].logprobs is not None
 
-    def event(choices: list[dict], usage: dict | None = None, **extra: object) -> str:
+    def event(
+        choices: list[dict[str, Any]], usage: dict[str, Any] | None = None, extra: dict[str, object] | None = None
+    ) -> str:
         payload: dict[str, object] = {
             "id": cid,
             "object": "chat.completion.chunk",
@@ -251,9 +258,11 @@ async def _events(
         }
         if usage is not None:
             payload["usage"] = usage
-        return f"data: {json.dumps(payload | extra)}\n\n"
+        return f"data: {json.dumps(payload | (extra or {}))}\n\n"
 
-    def choice(i: int, delta: dict, finish: str | None, logprobs: list | None = None) -> dict:
+    def choice(
+        i: int, delta: dict[str, Any], finish: str | None, logprobs: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         out: dict[str, object] = {"index": i, "delta": delta, "finish_reason": finish}
         if want_logprobs:
             out["logprobs"] = {"content": logprobs or [], "refusal": None}
@@ -265,8 +274,10 @@ async def _events(
         async with contextlib.aclosing(_merged(service, reqs)) as chunks:
             async for i, chunk in chunks:
                 if i not in last:  # the role chunk, with the prompt ids on request (as vLLM's first chunk)
-                    ids = {"prompt_token_ids": chunk.prompt_token_ids} if return_token_ids and not last else {}
-                    yield event([choice(i, {"role": "assistant", "content": ""}, None)], **ids)
+                    ids: dict[str, object] = (
+                        {"prompt_token_ids": chunk.prompt_token_ids} if return_token_ids and not last else {}
+                    )
+                    yield event([choice(i, {"role": "assistant", "content": ""}, None)], extra=ids)
                 last[i] = chunk
                 if chunk.delta or chunk.finished:
                     delta = {"content": chunk.delta} if chunk.delta else {}
@@ -295,7 +306,7 @@ async def models(service: Service) -> ModelList:
                 created=service.started_at,
                 max_model_len=service.engine.max_model_len,
                 max_frames=cfg.max_frames,
-                video_layout=cfg.video_layout,
+                video_layout=cfg.layout.to_dict(),
             )
         ]
     )

@@ -31,7 +31,7 @@ def job_id_for(tenant: str, idempotency_key: str | None) -> str:
 
 
 async def _visible_job(request: Request, job_id: str, principal: Principal) -> JobRecord:
-    record = await request.app.state.state.job_get(job_id)
+    record: JobRecord | None = await request.app.state.state.job_get(job_id)  # app.state is untyped
     if record is None or not principal.can_see(record.tenant):
         raise APIError(404, f"no job with id {job_id!r}", "job_not_found", "job_id")
     return record

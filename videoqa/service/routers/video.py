@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -65,7 +66,7 @@ async def _parse_qa(request: Request, files: FileStore, tenant: str) -> QAReques
             raise APIError(400, "multipart QA needs a 'file' field with the video", "missing_file", "file")
         obj = await files.save_upload(upload, tenant)
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-        data: dict = {"file_id": obj.id, **fields}
+        data: dict[str, Any] = {"file_id": obj.id, **fields}
     else:
         try:
             data = json.loads(await request.body())

@@ -61,7 +61,9 @@ class RedisRateLimiter:
             key_prefix=link.key("rate"),
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
-            retry=Retry(NoBackoff(), 1),  # see RedisLink: report an outage at once
+            # see RedisLink: report an outage at once. limits types **options as scalars; they reach redis-py,
+            # which takes a Retry.
+            retry=Retry(NoBackoff(), 1),  # type: ignore[arg-type]
         )
         self._shared = LimitsRateLimiter(storage)
         self._local = memory_rate_limiter()

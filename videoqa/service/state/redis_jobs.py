@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from videoqa.service.state.base import JobRecord, StateUnavailableError
 from videoqa.service.state.redis_link import RedisLink
@@ -71,7 +71,8 @@ class RedisJobs:
         return bool(await self._run("defer", [self._leases, self._delayed], args))
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await self.link.call(self.link.client.hgetall, self._prefix + job_id)
+        # bytes keys and values: the link's client has decode_responses=False (redis-py types them bytes | str).
+        raw = cast(dict[bytes, bytes], await self.link.call(self.link.client.hgetall, self._prefix + job_id))
         if not raw:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
@@ -97,7 +98,8 @@ class RedisJobs:
         found: list[JobRecord] = []
         start, page = 0, max(limit, 50)
         while len(found) < limit:
-            ids = await self.link.call(self.link.client.zrevrange, index, start, start + page - 1)
+            # members only (no withscores), as bytes: decode_responses=False.
+            ids = cast(list[bytes], await self.link.call(self.link.client.zrevrange, index, start, start + page - 1))
             if not ids:
                 break
             start += len(ids)

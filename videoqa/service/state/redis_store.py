@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from videoqa.service.state.base import StateUnavailableError
 from videoqa.service.state.memory import MemoryFiles
@@ -32,7 +32,8 @@ class RedisFrameCache:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await self.link.call(self.link.client.get, self.link.key("cache", key))
+            # bytes: the link's client has decode_responses=False (redis-py types every reply bytes | str).
+            value = cast(bytes | None, await self.link.call(self.link.client.get, self.link.key("cache", key)))
         except StateUnavailableError:
             value = None
         if value is None:
@@ -76,7 +77,8 @@ class RedisFiles:
         except StateUnavailableError:
             return await self._local.get(file_id, tenant)
         if raw:
-            return json.loads(raw)
+            meta: dict[str, Any] = json.loads(raw)
+            return meta
         # A Redis that restarted empty forgets uploads this gateway still holds: re-register them.
         local = await self._local.get(file_id, tenant)
         if local is not None:

@@ -257,7 +257,9 @@ def build(setup: Setup, workdir: Path) -> tuple[LlavaVideoForCausalLM, Any]:
             if isinstance(module, torch.nn.Linear | torch.nn.Embedding):
                 torch.nn.init.normal_(module.weight, std=setup.init_std)
     if setup.projector_norm:
-        emb = model.language_model.get_input_embeddings().weight
+        embedding = model.language_model.get_input_embeddings()
+        assert isinstance(embedding, torch.nn.Embedding)  # Qwen2's token embedding (typed as any Module)
+        emb = embedding.weight
         rms = float(emb.pow(2).mean().sqrt() * math.sqrt(emb.shape[1]))  # a text embedding's typical norm
         proj = model.multi_modal_projector
         proj.linear_2 = torch.nn.Sequential(proj.linear_2, ProjectorNorm(emb.shape[1], rms / math.sqrt(emb.shape[1])))
