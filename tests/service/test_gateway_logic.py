@@ -4,6 +4,7 @@ answers, aborts, prefix cache) is tested against the session engine in the other
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +138,86 @@ def test_an_engine_error_is_a_500_in_the_error_shape_with_the_request_id(gw: Gat
     assert err["code"] == "internal_error" and err["request_id"] == "req-123"
     assert r.headers["x-request-id"] == "req-123"
     assert "blew up" not in err["message"]  # internals stay in the log
+
+
+# Every REST JSON endpoint with a body that is valid but for one misspelt field (max_tokens): the kind of mistake
+# that, silently dropped, would answer with defaults the client never asked for.
+REST_JSON = [
+    ("/v1/video/qa", {"question": "q"}),
+    ("/v1/video/caption", {}),
+    ("/v1/jobs", {"task": "caption"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), REST_JSON)
+def test_rest_endpoints_refuse_fields_they_do_not_know_by_name(gw: Gateway, videos, path, body) -> None:
+    file_id = gw.upload(videos["short"])
+    r = gw.client.post(path, json={"file_id": file_id, **body, "max_token": 5})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("unknown_parameter", "max_token") and "max_token" in err["message"], err
+    assert gw.engine.requests == []
+
+
+@pytest.mark.parametrize(("path", "body"), REST_JSON)
+def test_rest_endpoints_honour_the_fields_they_know(gw: Gateway, videos, path, body) -> None:
+    file_id = gw.upload(videos["short"])
+    r = gw.client.post(path, json={"file_id": file_id, **body, "num_frames": 2, "max_tokens": 2, "seed": 7})
+    assert r.status_code in (200, 202), r.text
+    if path == "/v1/jobs":  # this gateway runs no job workers: the job waits in the queue, with what was asked
+        assert r.json()["status"] == "queued"
+        assert gw.client.portal is not None
+        record = gw.client.portal.call(gw.client.app.state.state.job_get, r.json()["id"])
+        assert {k: record.payload[k] for k in ("num_frames", "max_tokens", "seed")} == {
+            "num_frames": 2,
+            "max_tokens": 2,
+            "seed": 7,
+        }
+        return
+    assert r.json()["frames"] == 2 and r.json()["answer"] == "a fake"
+    [req] = gw.engine.requests
+    assert (req.max_tokens, req.seed) == (2, 7)
+
+
+def _multipart_qa(gw: Gateway, path: Path, data: dict[str, str], extra_files: dict | None = None):
+    with path.open("rb") as f:
+        files = {"file": (path.name, f, "video/mp4"), **(extra_files or {})}
+        return gw.client.post("/v1/video/qa", files=files, data=data)
+
+
+def test_multipart_qa_honours_its_form_fields(gw: Gateway, videos) -> None:
+    r = _multipart_qa(gw, videos["other"], {"question": "q", "num_frames": "3", "max_tokens": "1"})
+    assert r.status_code == 200, r.text
+    assert r.json()["frames"] == 3 and r.json()["answer"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("data", "extra_files", "code", "param"),
+    [
+        ({"question": "q", "max_token": "1"}, None, "unknown_parameter", "max_token"),
+        # A file_id beside the upload would have replaced the uploaded video.
+        ({"question": "q", "file_id": "0" * 64}, None, "invalid_request", "file_id"),
+        # A second upload under another known name would have been dropped.
+        ({}, {"question": ("q.txt", b"what moves?", "text/plain")}, "invalid_request", "question"),
+    ],
+)
+def test_multipart_qa_refuses_form_fields_it_cannot_use_by_name_and_keeps_no_upload(
+    gw: Gateway, videos, data, extra_files, code, param
+) -> None:
+    video = videos["other"]
+    file_id = hashlib.sha256(video.read_bytes()).hexdigest()
+    gw.client.delete(f"/v1/files/{file_id}")  # another test may have stored it
+    r = _multipart_qa(gw, video, data, extra_files)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == (code, param) and param in err["message"], err
+    assert gw.client.get(f"/v1/files/{file_id}").status_code == 404  # refused before the upload was stored
+    assert gw.engine.requests == []
+
+
+def test_upload_refuses_form_fields_other_than_file_by_name(gw: Gateway, videos) -> None:
+    with videos["short"].open("rb") as f:
+        r = gw.client.post("/v1/files", files={"file": ("v.mp4", f, "video/mp4")}, data={"purpose": "vision"})
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("unknown_parameter", "purpose")
+

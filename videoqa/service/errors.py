@@ -80,13 +80,20 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def unknown_field(name: str) -> APIError:
+    """The refusal of a field this server does not take: the same answer whether the request model (JSON, via
+    validation_error) or a router reading a multipart form finds it."""
+    message = f"unknown field {name!r}: this server takes the fields listed in docs/service.md"
+    return APIError(400, message, "unknown_parameter", name)
+
+
 def validation_error(errors: Sequence[Any]) -> JSONResponse:
     """A request that does not validate -> 400 naming the first bad field."""
     first = errors[0] if errors else {}
     loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     if first.get("type") == "extra_forbidden":
-        message = f"unknown field {loc!r}: this server takes the fields listed in docs/service.md"
-        return error_response(400, message, "unknown_parameter", loc or None)
+        err = unknown_field(loc)
+        return error_response(err.status, err.message, err.code, err.param)
     return error_response(
         400, f"{loc or 'body'}: {first.get('msg', 'invalid request')}", "invalid_request", loc or None
     )

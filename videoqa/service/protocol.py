@@ -75,10 +75,14 @@ class VideoSource(BaseModel):
 
 
 class QARequest(VideoSource, SamplingFields, GenerationFields):
+    # Unknown fields are refused (400 unknown_parameter naming them), as in chat: a misspelt field silently
+    # dropped would answer with defaults the client did not ask for.
+    model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1, max_length=8000)
 
 
 class CaptionRequest(VideoSource, SamplingFields, GenerationFields):
+    model_config = ConfigDict(extra="forbid")  # unknown fields refused, as QARequest
     max_tokens: int = Field(default=512, ge=1, le=8192)
     prompt: str | None = Field(default=None, description="Override the captioning instruction.")
 
@@ -267,6 +271,7 @@ class ModelList(BaseModel):
 
 
 class JobRequest(VideoSource, SamplingFields, GenerationFields):
+    model_config = ConfigDict(extra="forbid")  # unknown fields refused, as QARequest
     task: Literal["qa", "caption"] = "caption"
     question: str | None = Field(default=None, max_length=8000)
     idempotency_key: str | None = Field(default=None, max_length=200, description="Same key -> same job.")

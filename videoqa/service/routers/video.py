@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from videoqa.service.deps import Caller, Files, Service, rate_limit
-from videoqa.service.errors import COMMON_ERRORS, APIError
+from videoqa.service.errors import COMMON_ERRORS, APIError, unknown_field
 from videoqa.service.filestore import FileStore
 from videoqa.service.protocol import CaptionRequest, QARequest, QAResponse
 from videoqa.service.serving import CAPTION_PROMPT, Answer, cancel_on_disconnect
@@ -58,14 +59,32 @@ def _response(answer: Answer, model: str, return_token_ids: bool = False) -> QAR
     )
 
 
+def _check_form(form: FormData) -> None:
+    """Every multipart field is used or refused by name, as JSON fields are (QARequest forbids unknown ones):
+    otherwise a repeated field or a second file would be dropped, and a file_id or video_url field would replace
+    the uploaded video."""
+    names = [name for name, _ in form.multi_items()]
+    for name, value in form.multi_items():
+        if name != "file" and name not in QARequest.model_fields:
+            raise unknown_field(name)
+        if names.count(name) > 1:
+            raise APIError(400, f"field {name!r} is given more than once", "invalid_request", name)
+        if name in ("file_id", "video_url"):
+            message = f"multipart QA takes its video as the 'file' upload; {name} is for JSON bodies"
+            raise APIError(400, message, "invalid_request", name)
+        if name != "file" and not isinstance(value, str):
+            raise APIError(400, f"field {name!r} is an upload; only 'file' takes one", "invalid_request", name)
+
+
 async def _parse_qa(request: Request, files: FileStore, tenant: str) -> QARequest:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
+        _check_form(form)  # before the upload is stored: a refused request keeps nothing
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise APIError(400, "multipart QA needs a 'file' field with the video", "missing_file", "file")
         obj = await files.save_upload(upload, tenant)
-        fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+        fields = {k: v for k, v in form.multi_items() if k != "file"}
         data: dict[str, Any] = {"file_id": obj.id, **fields}
     else:
         try:
