@@ -5,6 +5,7 @@ answers, aborts, prefix cache) is tested against the session engine in the other
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +50,7 @@ def gw(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def _fresh_engine(gw: Gateway) -> Iterator[None]:
     gw.engine.requests.clear()
     yield
-    gw.engine.up, gw.engine.fail = True, None
+    gw.engine.up, gw.engine.fail, gw.engine.fail_after = True, None, 0
 
 
 def test_qa_sends_the_sampled_frames_and_a_prompt_with_their_times(gw: Gateway, videos, tiny_checkpoint) -> None:
@@ -221,3 +222,23 @@ def test_upload_refuses_form_fields_other_than_file_by_name(gw: Gateway, videos)
     assert r.status_code == 400, r.text
     assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("unknown_parameter", "purpose")
 
+
+def test_an_engine_failing_mid_stream_ends_the_stream_with_an_error_event_then_done(gw: Gateway) -> None:
+    gw.engine.fail, gw.engine.fail_after = RuntimeError("engine blew up"), 1  # one word, then the failure
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+    with gw.client.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: ")]
+    *chunks, error, done = events
+    deltas = [c["choices"][0]["delta"].get("content", "") for c in map(json.loads, chunks)]
+    assert "".join(deltas) == "a"  # what the engine made before it failed reached the client
+    err = json.loads(error)["error"]
+    assert err["code"] == "engine_error" and err["type"] == "server_error", err
+    assert err["request_id"] and err["request_id"] == r.headers["x-request-id"]
+    assert done == "[DONE]"
+    # The failed stream gave its admission slot back, and the next request is answered as usual.
+    assert gw.client.app.state.service.admission.inflight == 0
+    gw.engine.fail = None
+    again = gw.client.post("/v1/chat/completions", json={**body, "stream": False})
+    assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["message"]["content"] == "a fake answer"

@@ -39,7 +39,9 @@ class FakeEngine:
         """While set and not yet released, generations wait for it (it works across event loops and threads: the
         engine may run behind a real engine server in another thread)."""
         self.fail: BaseException | None = None
-        """Raised by generate() instead of answering."""
+        """Raised by generate() instead of answering (after `fail_after` chunks of the answer)."""
+        self.fail_after = 0
+        """With `fail`: how many chunks generate() yields before it raises (an engine failing mid-stream)."""
         self._tokenizer: Any = None
         self._running = 0
 
@@ -82,11 +84,11 @@ class FakeEngine:
         try:
             if self.hold is not None:
                 await asyncio.to_thread(self.hold.wait)
-            if self.fail is not None:
-                raise self.fail
             words = self.answer.split(" ")[: req.max_tokens]
             text = ""
             for i, word in enumerate(words):
+                if self.fail is not None and i >= self.fail_after:
+                    raise self.fail
                 delta = word if i == 0 else " " + word
                 text += delta
                 last = i == len(words) - 1
