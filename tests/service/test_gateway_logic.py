@@ -229,13 +229,13 @@ def test_an_engine_failing_mid_stream_ends_the_stream_with_an_error_event_then_d
     with gw.client.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = [line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: ")]
-    *chunks, error, done = events
-    deltas = [c["choices"][0]["delta"].get("content", "") for c in map(json.loads, chunks)]
-    assert "".join(deltas) == "a"  # what the engine made before it failed reached the client
+    assert events[-1] == "[DONE]", events
+    *chunks, error = events[:-1]
     err = json.loads(error)["error"]
     assert err["code"] == "engine_error" and err["type"] == "server_error", err
     assert err["request_id"] and err["request_id"] == r.headers["x-request-id"]
-    assert done == "[DONE]"
+    deltas = [c["choices"][0]["delta"].get("content", "") for c in map(json.loads, chunks)]
+    assert "".join(deltas) == "a"  # what the engine made before it failed reached the client
     # The failed stream gave its admission slot back, and the next request is answered as usual.
     assert gw.client.app.state.service.admission.inflight == 0
     gw.engine.fail = None
