@@ -131,3 +131,32 @@ def test_exact_on_a_millisecond_time_base_takes_frame_i_at_index_i(fps: int, tmp
     got = sample_frames(video, SamplingSpec(num_frames=8, policy="exact", size=None))
     for frame, idx in zip(got.frames, np.linspace(0, len(full) - 1, 8, dtype=int), strict=True):
         assert np.array_equal(frame, full[idx])
+
+
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_mpegts_with_b_frames_decodes_from_the_keyframe_asked_for(bframes: int, tmp_path: Path) -> None:
+    """MPEG-TS seeks by decode time onto any packet: with B-frames a keyframe is decoded before it is shown, so a
+    seek to its pts landed after it and decoding started at the next GOP (frame 0 came back as frame 24; a
+    target in the last GOP found no frame at all: corrupt_video). Stream from 1.0 s, 24 fps, a keyframe every second."""
+    pts = [24 + i for i in range(96)]  # 1/24 s ticks
+    video = make_test_video(
+        tmp_path / "v.ts",
+        seconds=4,
+        fps=24,
+        gop=24,
+        container="mpegts",
+        bframes=bframes,
+        pts_jitter=pts,
+        time_base=Fraction(1, 24),
+    )
+    with av.open(str(video)) as c:
+        packets = [(p.pts, p.dts) for p in c.demux(video=0) if p.size]
+    assert any(p != d for p, d in packets) == bool(bframes)  # the premise: B-frames reorder
+    info = probe(video)
+    assert info.start_time == pytest.approx(1.0) and info.keyframes == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    every = sample_frames(video, SamplingSpec(fps=24, max_frames=500, policy="exact", size=SIZE))
+    assert _shown(every) == list(range(96))
+    assert every.timestamps == pytest.approx([i / 24 for i in range(96)], abs=1e-4)
+    fast = sample_frames(video, SamplingSpec(num_frames=7, policy="fast", size=SIZE))
+    assert _shown(fast) == [round(t * 24) for t in fast.timestamps] and _shown(fast)[0] == 0
+    assert _shown(fast)[-1] == 95  # the last target, 1 s past the last keyframe: decoded in the last GOP

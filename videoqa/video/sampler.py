@@ -15,6 +15,7 @@ force_sample); fps f -> every round(avg_fps / f)-th frame, or uniform max_frames
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import os
 import time
@@ -355,9 +356,18 @@ class _Decoder:
 
     def forward(self, t: float) -> Iterator[av.VideoFrame]:
         """Frames in presentation order from the keyframe at or before `t` on."""
-        self.seek(t)
+        pts = self.seek(t)
         ctx = self.stream.codec_context
-        for packet in self.container.demux(self.stream):
+        packets = self.container.demux(self.stream)
+        first = next(packets, None)
+        if first is not None and first.size and not first.is_keyframe:
+            # MPEG-TS seeks by decode time, onto any packet: with B-frames a keyframe is decoded before it is shown,
+            # so a seek to its pts lands after it and decoding would start at the next GOP. Seek back past any
+            # reorder delay (H.264 allows 16 frames; the decoder skips packets up to a keyframe, and frames of an
+            # earlier GOP are shown before any target here, so they are never chosen).
+            self.container.seek(pts - round(1.0 / self.tb), stream=self.stream, backward=True, any_frame=False)
+            packets, first = self.container.demux(self.stream), None
+        for packet in itertools.chain([first] if first is not None else [], packets):
             if packet.size:  # the empty packet demux yields at the end drains the decoder
                 self.decoded += 1
                 if self.decoded % 32 == 0:
