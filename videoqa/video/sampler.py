@@ -6,7 +6,8 @@ decodes forward when targets are dense. The "fast" policy serves a target from i
 is within tolerance (decoding one frame per target), which is what makes a 64-frame sample of a long video
 take a fraction of a second.
 
-Semantics of "exact": the frame shown at the target time, i.e. the last frame whose pts <= target.
+Semantics of "exact": the frame shown at the target time, i.e. the last frame whose pts <= target (within half a
+tick of the stream's time base, which frame times are rounded to; times count from the video stream's start).
 Target times: uniform N -> np.linspace(0, total-1, N, dtype=int) / fps (LLaVA-NeXT load_video with
 force_sample); fps f -> every round(avg_fps / f)-th frame, or uniform max_frames when there are more.
 """
@@ -14,6 +15,7 @@ force_sample); fps f -> every round(avg_fps / f)-th frame, or uniform max_frames
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import os
 import time
@@ -354,9 +356,18 @@ class _Decoder:
 
     def forward(self, t: float) -> Iterator[av.VideoFrame]:
         """Frames in presentation order from the keyframe at or before `t` on."""
-        self.seek(t)
+        pts = self.seek(t)
         ctx = self.stream.codec_context
-        for packet in self.container.demux(self.stream):
+        packets = self.container.demux(self.stream)
+        first = next(packets, None)
+        if first is not None and first.size and not first.is_keyframe:
+            # MPEG-TS seeks by decode time, onto any packet: with B-frames a keyframe is decoded before it is shown,
+            # so a seek to its pts lands after it and decoding would start at the next GOP. Seek back past any
+            # reorder delay (H.264 allows 16 frames; the decoder skips packets up to a keyframe, and frames of an
+            # earlier GOP are shown before any target here, so they are never chosen).
+            self.container.seek(pts - round(1.0 / self.tb), stream=self.stream, backward=True, any_frame=False)
+            packets, first = self.container.demux(self.stream), None
+        for packet in itertools.chain([first] if first is not None else [], packets):
             if packet.size:  # the empty packet demux yields at the end drains the decoder
                 self.decoded += 1
                 if self.decoded % 32 == 0:
@@ -402,6 +413,10 @@ def _decode_at(
     prev: av.VideoFrame | None = None
     pending: av.VideoFrame | None = None
     scaler = VideoReformatter()
+    # A file stores frame times rounded to its time base (whole milliseconds in Matroska/WebM): frame i of a 24 fps
+    # file sits up to half a tick after i/24 s, the target index i becomes. A frame within half a tick of the
+    # target is the frame at it, not a later one (else index i took frame i - 1 for every third i).
+    eps = _EPS + dec.tb / 2
 
     def emit(chosen: av.VideoFrame) -> None:
         nonlocal rotation
@@ -423,22 +438,22 @@ def _decode_at(
             if frame is not None:
                 emit(frame)
                 continue
-        gop = info.keyframes[max(bisect.bisect_right(info.keyframes, t + _EPS) - 1, 0)]
+        gop = info.keyframes[max(bisect.bisect_right(info.keyframes, t + eps) - 1, 0)]
         here = max((dec.time(f) for f in (prev, pending) if f is not None), default=-math.inf)
-        if it is None or gop > here + _EPS:
+        if it is None or gop > here + eps:
             # The target's GOP starts beyond where the decoder is: jump there instead of decoding the gap.
             it = dec.forward(gop)
             prev = pending = None
-        if pending is not None and dec.time(pending) <= t + _EPS:
+        if pending is not None and dec.time(pending) <= t + eps:
             prev, pending = pending, None
         if pending is None:
             try:
                 for frame in it:
                     ft = dec.time(frame)
-                    if abs(ft - t) <= _EPS:  # the frame AT the target: no need to read one more to be sure
+                    if abs(ft - t) <= eps:  # the frame AT the target: no need to read one more to be sure
                         prev = frame
                         break
-                    if ft <= t + _EPS:
+                    if ft <= t + eps:
                         prev = frame
                     else:
                         pending = frame

@@ -49,10 +49,12 @@ def make_test_video(
     rotate_clockwise: bool = False,
     bframes: int = 0,
     open_gop: bool = False,
+    time_base: Fraction | None = None,
 ) -> Path:
     """Encode a video whose frame i shows frame_pattern(i). `gop` = keyframe interval in frames.
 
-    pts_jitter: explicit pts (in 1/fps/4 units) per frame, for variable-frame-rate files.
+    pts_jitter: explicit pts per frame (in `time_base` units, 1/fps/4 by default), for variable-frame-rate files
+    and streams that start after 0.
     bframes / open_gop (libx264): up to `bframes` B-frames between references (packets then leave the muxer in
     decode order, pts != dts); open_gop lets the frames shown just before a keyframe reference the previous GOP
     (x264's open-gop: recovery-point I-frames instead of IDRs).
@@ -62,6 +64,7 @@ def make_test_video(
     path = Path(path)
     width, height = size
     n = max(int(round(seconds * fps)), 1)
+    tb = time_base or Fraction(1, fps * 4)
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", format=container, options=options) as out:
         stream = out.add_stream(codec, rate=fps)
@@ -78,14 +81,14 @@ def make_test_video(
         if codec in ("libx264", "libx265"):
             stream.codec_context.options = {**stream.codec_context.options, "preset": "ultrafast"}
         if pts_jitter is not None:
-            stream.codec_context.time_base = Fraction(1, fps * 4)
+            stream.codec_context.time_base = tb
         astream = out.add_stream("aac", rate=16000) if audio else None
         for i in range(n):
             img = frame_pattern(i, width, height) if pattern else np.zeros((height, width, 3), np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             if pts_jitter is not None:
                 frame.pts = pts_jitter[i]
-                frame.time_base = Fraction(1, fps * 4)
+                frame.time_base = tb
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
