@@ -126,7 +126,8 @@ def test_questions_cannot_use_another_tenants_file(setup: Setup, videos) -> None
     body = {"file_id": secret, "question": "What happens?", "num_frames": 4, "max_tokens": 2}
     assert alice.post("/v1/video/qa", json=body).status_code == 200
     _not_found(bob.post("/v1/video/qa", json=body), "file_not_found")
-    _not_found(bob.post("/v1/video/caption", json=body), "file_not_found")
+    caption = {k: v for k, v in body.items() if k != "question"}  # caption refuses a question by name
+    _not_found(bob.post("/v1/video/caption", json=caption), "file_not_found")
     chat = {
         "messages": [
             {
