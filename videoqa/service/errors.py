@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videoqa.model.layout import LayoutError
@@ -85,6 +87,20 @@ def unknown_field(name: str) -> APIError:
     validation_error) or a router reading a multipart form finds it."""
     message = f"unknown field {name!r}: this server takes the fields listed in docs/service.md"
     return APIError(400, message, "unknown_parameter", name)
+
+
+def check_form(form: FormData, allowed: Collection[str]) -> None:
+    """Every multipart field is used or refused by name, as JSON fields are (the request models forbid unknown
+    ones): a field not in `allowed` (besides the `file` upload), a field given twice, or an upload anywhere but
+    `file` is refused, never dropped."""
+    counts = Counter(name for name, _ in form.multi_items())
+    for name, value in form.multi_items():
+        if name != "file" and name not in allowed:
+            raise unknown_field(name)
+        if counts[name] > 1:
+            raise APIError(400, f"field {name!r} is given more than once", "invalid_request", name)
+        if name != "file" and not isinstance(value, str):
+            raise APIError(400, f"field {name!r} is an upload; only 'file' takes one", "invalid_request", name)
 
 
 def validation_error(errors: Sequence[Any]) -> JSONResponse:

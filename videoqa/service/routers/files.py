@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 
 from videoqa.service.deps import Caller, Files, rate_limit
-from videoqa.service.errors import COMMON_ERRORS, APIError, unknown_field
+from videoqa.service.errors import COMMON_ERRORS, check_form
 from videoqa.service.protocol import DeletedFile, FileObject
 
 router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(rate_limit)], responses=COMMON_ERRORS)
@@ -15,13 +15,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(rat
 async def upload(request: Request, files: Files, caller: Caller, file: UploadFile = File(...)) -> FileObject:
     # FastAPI reads only `file` from the form (the form is parsed already, and cached on the request): any other
     # field, or a second file, is refused by name rather than dropped.
-    form = await request.form()
-    names = [name for name, _ in form.multi_items()]
-    for name in names:
-        if name != "file":
-            raise unknown_field(name)
-    if names.count("file") > 1:
-        raise APIError(400, "one video per upload: 'file' is given more than once", "invalid_request", "file")
+    check_form(await request.form(), allowed=())
     return await files.save_upload(file, caller.tenant)
 
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from videoqa.service.deps import Caller, Files, Service, rate_limit
-from videoqa.service.errors import COMMON_ERRORS, APIError, unknown_field
+from videoqa.service.errors import COMMON_ERRORS, APIError, check_form
 from videoqa.service.filestore import FileStore
 from videoqa.service.protocol import CaptionRequest, QARequest, QAResponse
 from videoqa.service.serving import CAPTION_PROMPT, Answer, cancel_on_disconnect
@@ -60,20 +60,13 @@ def _response(answer: Answer, model: str, return_token_ids: bool = False) -> QAR
 
 
 def _check_form(form: FormData) -> None:
-    """Every multipart field is used or refused by name, as JSON fields are (QARequest forbids unknown ones):
-    otherwise a repeated field or a second file would be dropped, and a file_id or video_url field would replace
-    the uploaded video."""
-    names = [name for name, _ in form.multi_items()]
-    for name, value in form.multi_items():
-        if name != "file" and name not in QARequest.model_fields:
-            raise unknown_field(name)
-        if names.count(name) > 1:
-            raise APIError(400, f"field {name!r} is given more than once", "invalid_request", name)
-        if name in ("file_id", "video_url"):
+    """The multipart QA form: QARequest's fields (refused by name otherwise, see check_form), with its video as the
+    upload, so a file_id or video_url field cannot replace the uploaded video."""
+    check_form(form, QARequest.model_fields)
+    for name in ("file_id", "video_url"):
+        if name in form:
             message = f"multipart QA takes its video as the 'file' upload; {name} is for JSON bodies"
             raise APIError(400, message, "invalid_request", name)
-        if name != "file" and not isinstance(value, str):
-            raise APIError(400, f"field {name!r} is an upload; only 'file' takes one", "invalid_request", name)
 
 
 async def _parse_qa(request: Request, files: FileStore, tenant: str) -> QARequest:
