@@ -16,10 +16,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.utils.fake_engine import EngineServer, FakeEngine
+from tests.utils.redis_server import RedisServer
 from videoqa.model.engine import GenerationRequest
 from videoqa.service.app import create_app
 from videoqa.service.engine_client import EngineUnavailableError, RemoteEngine, engine_urls
 from videoqa.service.settings import Settings
+from videoqa.service.state import RedisState, create_state
 
 TOKEN = "routing-token"
 
@@ -137,6 +139,95 @@ async def test_an_engine_serving_another_model_is_left_out(stand_in) -> None:
         await engine.stop()
 
 
+async def test_gateways_sharing_redis_count_each_others_requests(stand_in, tmp_path: Path) -> None:
+    """Two gateways, two engines, one Redis: the second gateway's request goes to the engine the first one is not
+    keeping busy (on its own counts both engines are idle and it would pick the first listed, which holds)."""
+    a, b = stand_in(answer="from a"), stand_in(answer="from b")
+    a.engine.hold = threading.Event()
+    redis = RedisServer(tmp_path)  # its own server: this test stops it
+    redis.start()
+    states = [create_state(redis.url, namespace="routing") for _ in range(2)]
+    assert all(isinstance(st, RedisState) for st in states)
+    one, two = (RemoteEngine([a.url, b.url], token=TOKEN, health_interval_s=0.2, load=st.engines) for st in states)
+    try:
+        for gateway in (one, two):
+            await gateway.start()
+            await _until(gateway.ready)
+        held = asyncio.create_task(_answer(one))  # a tie: the first listed, A
+        await _until(lambda: len(a.engine.requests) == 1)
+        assert await states[1].engines.totals([a.url, b.url]) == {a.url: 1, b.url: 0}
+        assert await _answer(two) == "from b"
+        # Redis goes away: routing falls back to each gateway's own counts instead of failing the request.
+        redis.stop()
+        assert await _answer(one) == "from b"  # its own request holds A
+        a.engine.hold.set()
+        assert await held == "from a"
+        assert await _answer(two) == "from a"  # on its own counts both are idle: the first listed
+        # Back: the counts are shared again (each gateway's next report rewrites its own).
+        redis.start()
+        a.engine.hold = threading.Event()
+        held = asyncio.create_task(_answer(two))
+        await _until(lambda: len(a.engine.requests) == 3)
+        assert await _answer(one) == "from b"
+        a.engine.hold.set()
+        assert await held == "from a"
+    finally:
+        if a.engine.hold is not None:
+            a.engine.hold.set()
+        for gateway in (one, two):
+            await gateway.stop()
+        for st in states:
+            await st.close()
+        redis.stop()
+
+
+def test_a_split_mode_gateway_routes_on_its_states_counts(stand_in, redis_server, tmp_path: Path) -> None:
+    a = stand_in()
+    settings = Settings(
+        data_dir=tmp_path,
+        decode_workers=1,
+        job_workers=0,
+        engine_url=a.url,
+        engine_api_token=TOKEN,
+        redis_url=redis_server.url,
+        redis_namespace="routing-app",
+    )
+    with TestClient(create_app(settings)) as client:
+        app = client.app.state  # type: ignore[attr-defined]
+        assert isinstance(app.engine, RemoteEngine) and app.engine.load is app.state.engines
+
+
+def test_readyz_waits_for_the_tokenizer_from_the_engine(stand_in, tmp_path: Path, monkeypatch) -> None:
+    """Split mode without --model: the engine is up before the gateway has its tokenizer (fetched from the engine);
+    until then it cannot build a prompt, so it must not say it is ready (a load balancer would send traffic)."""
+    server = stand_in()
+    fetched = threading.Event()
+    real = RemoteEngine.tokenizer
+
+    async def slow_tokenizer(self: RemoteEngine) -> object:
+        await asyncio.to_thread(fetched.wait, 60)
+        return await real(self)
+
+    monkeypatch.setattr(RemoteEngine, "tokenizer", slow_tokenizer)
+    remote = RemoteEngine(server.url, token=TOKEN, health_interval_s=0.05)
+    settings = Settings(data_dir=tmp_path, decode_workers=1, job_workers=0)
+    with TestClient(create_app(settings, engine=remote)) as client:
+        deadline = time.monotonic() + 60
+        try:
+            while not remote.ready():
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            r = client.get("/readyz")
+            assert r.status_code == 503 and r.json()["engine"] is False
+        finally:
+            fetched.set()  # else the app's shutdown waits for the stalled fetch
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+
+
 def test_a_gateway_whose_engine_went_away_answers_503_with_retry_after(stand_in, tmp_path: Path) -> None:
     server = stand_in()
     remote = RemoteEngine(server.url, token=TOKEN, health_interval_s=3600)  # no health check will notice
@@ -147,7 +238,8 @@ def test_a_gateway_whose_engine_went_away_answers_503_with_retry_after(stand_in,
             assert time.monotonic() < deadline
             time.sleep(0.05)
         chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+        first = client.post("/v1/chat/completions", json=chat)
+        assert first.status_code == 200, first.text
         server.stop()
         r = client.post("/v1/chat/completions", json=chat)
         assert r.status_code == 503, r.text

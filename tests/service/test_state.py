@@ -536,3 +536,58 @@ async def test_rate_decision_carries_the_header_values(state: State) -> None:
     assert not denied.allowed and denied.remaining == 0
     # Moving window: the next request fits when the first hit (made just now) leaves the window.
     assert 25 < denied.retry_after_s <= 30
+
+
+# --------------------------------------------------------------------------------------------------------
+# Requests outstanding per engine, shared by the gateways (split mode's least-outstanding routing)
+# --------------------------------------------------------------------------------------------------------
+
+
+async def test_engine_load_counts_every_gateway_on_redis(redis_server: RedisServer) -> None:
+    ns = f"load{uuid.uuid4().hex[:8]}"
+    one, two = create_state(redis_server.url, namespace=ns), create_state(redis_server.url, namespace=ns)
+    assert isinstance(one, RedisState) and isinstance(two, RedisState)
+    a, b = "http://a:8000", "http://b:8000"
+    try:
+        assert await one.engines.acquire([a, b], {}) == (a, 0)  # a tie: the first listed
+        # The second gateway has nothing outstanding itself, but sees the first one's request on A.
+        assert await two.engines.acquire([a, b], {}) == (b, 0)
+        assert await one.engines.totals([a, b]) == {a: 1, b: 1}
+        assert await two.engines.acquire([a, b], {b: 1}) == (a, 1)  # ties again: the first listed
+        await two.engines.report({a: 0, b: 0})  # its requests ended
+        assert await one.engines.totals([a, b]) == {a: 1, b: 0}
+        assert await one.engines.acquire([a, b], {a: 1}) == (b, 0)
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_gateway_that_stops_reporting_leaves_the_totals(redis_server: RedisServer) -> None:
+    ns = f"load{uuid.uuid4().hex[:8]}"
+    gone, alive = create_state(redis_server.url, namespace=ns), create_state(redis_server.url, namespace=ns)
+    assert isinstance(gone, RedisState) and isinstance(alive, RedisState)
+    gone.engines.ttl_ms = alive.engines.ttl_ms = 300  # type: ignore[attr-defined]
+    a, b = "http://a:8000", "http://b:8000"
+    try:
+        await gone.engines.report({a: 5})  # then it is killed: no more reports
+        await alive.engines.report({})
+        assert await alive.engines.totals([a, b]) == {a: 5, b: 0}
+
+        async def forgotten() -> bool:
+            await alive.engines.report({})  # the live gateway keeps reporting
+            return (await alive.engines.totals([a, b]))[a] == 0
+
+        await _wait_until(forgotten, timeout=10)
+        assert await alive.engines.acquire([a, b], {}) == (a, 0)
+    finally:
+        await gone.close()
+        await alive.close()
+
+
+async def test_memory_engine_load_is_this_gateways_own_counts() -> None:
+    st = create_state(None)
+    a, b = "http://a:8000", "http://b:8000"
+    assert await st.engines.acquire([a, b], {a: 2, b: 1}) == (b, 1)
+    assert await st.engines.totals([a, b]) == {a: 2, b: 2}
+    await st.engines.report({a: 0, b: 0})
+    assert await st.engines.acquire([b, a], {}) == (b, 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from videoqa.model.engine import GenerationChunk, GenerationRequest
-from videoqa.service.engine_client import RemoteConfig
+from videoqa.service.engine_server import RemoteConfig
 
 
 class FakeEngine:

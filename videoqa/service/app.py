@@ -21,7 +21,7 @@ from videoqa.service.requests import RequestIdMiddleware, noted
 from videoqa.service.routers import chat, files, health, jobs, video
 from videoqa.service.serving import VideoQAService
 from videoqa.service.settings import Settings
-from videoqa.service.state import build_state
+from videoqa.service.state import State, build_state
 from videoqa.video import DecodeLimits, DecodePool
 
 if TYPE_CHECKING:
@@ -120,14 +120,16 @@ class Observe:
         )
 
 
-def _make_engine(settings: Settings) -> tuple[VideoQAEngine, ChatFormat | None]:
+def _make_engine(settings: Settings, state: State) -> tuple[VideoQAEngine, ChatFormat | None]:
     """The engine, and the chat format when a local checkpoint has the tokenizer (split mode without `model`
     gets it from the engine once that is up)."""
     if settings.engine_url:
         from videoqa.service.engine_client import RemoteEngine
 
         chat_format = ChatFormat.from_pretrained(settings.model) if settings.model else None
-        return RemoteEngine(settings.engine_url, token=settings.engine_api_token), chat_format
+        # Routing counts every gateway's requests when the state is shared (Redis), this one's otherwise.
+        remote = RemoteEngine(settings.engine_url, token=settings.engine_api_token, load=state.engines)
+        return remote, chat_format
     engine = settings.local_engine()
     return engine, ChatFormat.from_pretrained(engine.checkpoint)
 
@@ -139,9 +141,9 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal engine
         chat_format = None
-        if engine is None:
-            engine, chat_format = _make_engine(settings)
         state = build_state(settings)
+        if engine is None:
+            engine, chat_format = _make_engine(settings, state)
         pool = DecodePool(
             settings.decode_workers,
             DecodeLimits(

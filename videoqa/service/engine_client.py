@@ -1,9 +1,12 @@
 """The split-mode engine client: the VideoQAEngine protocol over HTTP to one or more `videoqa engine`s.
 
 Several engines (VIDEOQA_ENGINE_URL=http://a:8000,http://b:8000) serve one gateway: each request goes to the
-healthy engine with the fewest requests outstanding from this gateway (least outstanding requests, as Envoy's
-LEAST_REQUEST and the Gateway API inference extension route), and a health check every `health_interval_s` takes
-an engine out while it is gone and back when it answers again. An engine that refuses the connection is also taken
+healthy engine with the fewest requests outstanding (least outstanding requests, as Envoy's LEAST_REQUEST and the
+Gateway API inference extension route). The counts are the gateway's shared state's `engines` concern: with Redis,
+every gateway's requests count (a pick and its count are one Lua script, so gateways bursting together spread
+their requests); in-process, this gateway's own; while Redis is down, this gateway's own too. A health check
+every `health_interval_s` takes an engine out while it is gone and back when it answers again, and reports this
+gateway's counts (its heartbeat in the shared counts). An engine that refuses the connection is also taken
 out at once and the request tried on the next one (nothing reached the engine, so nothing runs twice). With no
 engine to take a request, the gateway answers 503 with Retry-After (EngineUnavailableError), never 500.
 """
@@ -17,58 +20,19 @@ import logging
 import math
 import tempfile
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from videoqa.model.engine import GenerationChunk, GenerationRequest
-from videoqa.model.layout import VideoLayout
-from videoqa.service.engine_server import encode_request
+from videoqa.service.engine_server import RemoteConfig, encode_request
 from videoqa.service.errors import APIError
+from videoqa.service.metrics import merge_labelled
+from videoqa.service.state import EngineLoad, StateUnavailableError
+from videoqa.service.state.memory import MemoryEngineLoad
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RemoteConfig:
-    """The part of the engine's checkpoint config (config.json) a gateway reads, parsed without transformers'
-    config classes (and so without torch): the split-mode gateway runs without torch and vLLM (the slim image)."""
-
-    video_layout: dict[str, Any]
-    image_size: int
-    patch_size: int
-    max_frames: int
-    num_frames: int | None
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> RemoteConfig:
-        vision = config.get("vision_config") or {}
-        return cls(
-            video_layout=config.get("video_layout") or VideoLayout().to_dict(),
-            image_size=int(vision["image_size"]),
-            patch_size=int(vision["patch_size"]),
-            max_frames=int(config.get("max_frames", 64)),
-            num_frames=config.get("num_frames"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config.json fields this reads (from_dict(to_dict()) round-trips)."""
-        return {
-            "video_layout": self.video_layout,
-            "vision_config": {"image_size": self.image_size, "patch_size": self.patch_size},
-            "max_frames": self.max_frames,
-            "num_frames": self.num_frames,
-        }
-
-    @property
-    def layout(self) -> VideoLayout:
-        return VideoLayout.from_dict(self.video_layout)
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
 
 
 class EngineUnavailableError(APIError):
@@ -114,8 +78,15 @@ class RemoteEngine:
         start_timeout_s: float = 600.0,
         token: str = "",
         health_interval_s: float = 1.0,
+        load: EngineLoad | None = None,
     ) -> None:
         self.urls = engine_urls(url)
+        self.load: EngineLoad = load or MemoryEngineLoad()
+        """Requests outstanding per engine across the gateways sharing it (the app sets its state's)."""
+        self._reports: set[asyncio.Task[None]] = set()
+        self._counting = asyncio.Lock()
+        """Held while this gateway's counts are read and written to `load` (a pick and its local count, a report):
+        a report whose snapshot predates a pick must not reach Redis after it, or it would erase that request."""
         self.url = self.urls[0]
         self.start_timeout_s = start_timeout_s
         self.health_interval_s = health_interval_s
@@ -179,6 +150,15 @@ class RemoteEngine:
         while True:
             await asyncio.sleep(self.health_interval_s)
             await asyncio.gather(*(self._check(b) for b in self._backends))
+            await self._report()
+
+    def _own(self) -> dict[str, int]:
+        return {b.url: b.outstanding for b in self._backends}
+
+    async def _report(self) -> None:
+        async with self._counting:
+            with contextlib.suppress(StateUnavailableError):  # Redis down: the next report catches up
+                await self.load.report(self._own())
 
     async def _check(self, backend: _Backend) -> None:
         if backend.mismatch is not None:
@@ -201,10 +181,28 @@ class RemoteEngine:
         except httpx.HTTPError:
             backend.healthy = False  # refused, unresolvable, unreachable: the engine is not there
 
+    def _candidates(self, tried: set[int]) -> list[_Backend]:
+        return [b for i, b in enumerate(self._backends) if b.usable and i not in tried]
+
     def _pick(self, tried: set[int]) -> _Backend | None:
-        """The usable engine with the fewest outstanding requests (ties: the first listed)."""
-        candidates = [b for i, b in enumerate(self._backends) if b.usable and i not in tried]
-        return min(candidates, key=lambda b: b.outstanding, default=None)
+        """The usable engine with the fewest outstanding requests from this gateway (ties: the first listed)."""
+        return min(self._candidates(tried), key=lambda b: b.outstanding, default=None)
+
+    async def _acquire(self, tried: set[int]) -> _Backend | None:
+        """The usable engine with the fewest requests outstanding over every gateway sharing the counts, counted
+        at once; on this gateway's own counts while the shared state is unreachable."""
+        async with self._counting:
+            candidates = self._candidates(tried)
+            if not candidates:
+                return None
+            backend = min(candidates, key=lambda b: b.outstanding)
+            try:
+                url, _ = await self.load.acquire([b.url for b in candidates], self._own())
+                backend = next(b for b in candidates if b.url == url)
+            except StateUnavailableError:
+                pass
+            backend.outstanding += 1
+            return backend
 
     async def metrics_text(self) -> str:
         """The engines' vllm:* series, each sample labelled with its engine's URL when there are several; empty
@@ -213,7 +211,7 @@ class RemoteEngine:
             return await self._metrics_of(self._backends[0])
         up = [b for b in self._backends if b.usable]
         texts = await asyncio.gather(*(self._metrics_of(b) for b in up))
-        return _merge_labelled([(b.url, text) for b, text in zip(up, texts, strict=True) if text])
+        return merge_labelled([(b.url, text) for b, text in zip(up, texts, strict=True) if text])
 
     @staticmethod
     async def _metrics_of(backend: _Backend) -> str:
@@ -238,10 +236,11 @@ class RemoteEngine:
     async def stop(self) -> None:
         for backend in self._backends:
             backend.healthy = False
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in [self._watcher, *self._reports]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for backend in self._backends:
             await backend.client.aclose()
 
@@ -264,11 +263,10 @@ class RemoteEngine:
         body = encode_request(req)
         tried: set[int] = set()
         while True:
-            backend = self._pick(tried)
+            backend = await self._acquire(tried)
             if backend is None:
                 raise self._unavailable("no engine is reachable")
             tried.add(self._backends.index(backend))
-            backend.outstanding += 1
             self._placed[req.request_id] = backend
             started = False
             try:
@@ -296,27 +294,9 @@ class RemoteEngine:
             finally:
                 backend.outstanding -= 1
                 self._placed.pop(req.request_id, None)
+                # Reported in the background: this runs while a cancelled request unwinds, and the other
+                # gateways should see the engine free again now, not at the next health tick.
+                report = asyncio.create_task(self._report())
+                self._reports.add(report)
+                report.add_done_callback(self._reports.discard)
             assert not started
-
-
-def _merge_labelled(texts: list[tuple[str, str]]) -> str:
-    """Several engines' Prometheus expositions as one, each sample labelled engine=<url> (the same families from
-    each engine would otherwise collide)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.metrics_core import Metric
-    from prometheus_client.parser import text_string_to_metric_families
-
-    merged: dict[str, Metric] = {}
-    for url, text in texts:
-        for family in text_string_to_metric_families(text):
-            target = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
-            for sample in family.samples:
-                target.samples.append(sample._replace(labels={**sample.labels, "engine": url}))
-
-    class _Collector:
-        def collect(self) -> list[Metric]:
-            return list(merged.values())
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())
-    return generate_latest(registry).decode()

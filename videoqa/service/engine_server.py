@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -26,9 +26,50 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from videoqa.model.engine import TOKENIZER_FILES, GenerationRequest, LocalEngine
+from videoqa.model.layout import VideoLayout
 from videoqa.service import errors
 
 log = logging.getLogger("videoqa.engine")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """The part of the engine's checkpoint config (config.json) a gateway reads, parsed without transformers'
+    config classes (and so without torch): the split-mode gateway runs without torch and vLLM (the slim image)."""
+
+    video_layout: dict[str, Any]
+    image_size: int
+    patch_size: int
+    max_frames: int
+    num_frames: int | None
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> RemoteConfig:
+        vision = config.get("vision_config") or {}
+        return cls(
+            video_layout=config.get("video_layout") or VideoLayout().to_dict(),
+            image_size=int(vision["image_size"]),
+            patch_size=int(vision["patch_size"]),
+            max_frames=int(config.get("max_frames", 64)),
+            num_frames=config.get("num_frames"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config.json fields this reads (from_dict(to_dict()) round-trips)."""
+        return {
+            "video_layout": self.video_layout,
+            "vision_config": {"image_size": self.image_size, "patch_size": self.patch_size},
+            "max_frames": self.max_frames,
+            "num_frames": self.num_frames,
+        }
+
+    @property
+    def layout(self) -> VideoLayout:
+        return VideoLayout.from_dict(self.video_layout)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
 
 
 def encode_request(req: GenerationRequest) -> bytes:

@@ -56,7 +56,7 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
         try:
             if await state.job_requeue_expired():
                 metrics.jobs.labels("requeued").inc()
-            job = await state.job_claim(worker, lease_s) if service.engine.ready() else None
+            job = await state.job_claim(worker, lease_s) if service.ready() else None
         except StateUnavailableError:
             await asyncio.sleep(1.0)
             continue

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class Metrics:
@@ -70,3 +72,22 @@ class Metrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.rejected = Counter("videoqa_rejected_total", "Requests refused by limits", ["reason"], registry=r)
+
+
+def merge_labelled(texts: list[tuple[str, str]]) -> str:
+    """Several engines' Prometheus expositions as one, each sample labelled engine=<url> (the same families from
+    each engine would otherwise collide)."""
+    merged: dict[str, Metric] = {}
+    for url, text in texts:
+        for family in text_string_to_metric_families(text):
+            target = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            for sample in family.samples:
+                target.samples.append(sample._replace(labels={**sample.labels, "engine": url}))
+
+    class _Collector:
+        def collect(self) -> list[Metric]:
+            return list(merged.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())
+    return generate_latest(registry).decode()

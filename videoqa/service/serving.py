@@ -81,10 +81,15 @@ class VideoQAService:
         self.started_at = int(time.time())
         """When this gateway started: the `created` of the served model in /v1/models (stable across calls)."""
 
+    def ready(self) -> bool:
+        """The engine answers and the prompt format is known (split mode without `--model` loads the tokenizer from
+        the engine after it is up): what /readyz reports, admission requires and job workers wait for."""
+        return self.engine.ready() and self.generation.chat_format is not None
+
     async def admit(self) -> Slot:
         """Backpressure: an in-flight slot now or after a bounded wait in line, else 503 + Retry-After
         (admission.py). The caller releases the slot when the request (or its stream) ends."""
-        if not self.engine.ready() or self.generation.chat_format is None:
+        if not self.ready():
             raise APIError(
                 503, "the engine is still loading; retry shortly", "engine_not_ready", headers={"Retry-After": "5"}
             )

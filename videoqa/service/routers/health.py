@@ -20,12 +20,12 @@ async def healthz() -> dict[str, Any]:
 
 @router.get(
     "/readyz",
-    summary="Engine loaded and Redis reachable (when configured)",
+    summary="Engine loaded (with its tokenizer) and Redis reachable (when configured)",
     responses={503: {"description": "Not ready yet"}},
 )
 async def readyz(request: Request) -> JSONResponse:
     app = request.app.state
-    engine_ok = app.engine.ready()
+    engine_ok = app.service.ready()  # the engine, and (split mode) the tokenizer fetched from it
     redis_ok = await app.state.ping() if app.state.backend == "redis" else True
     app.metrics.redis_up.set(1 if redis_ok else 0)
     body = {

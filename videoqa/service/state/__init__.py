@@ -1,12 +1,14 @@
-"""Shared state: decoded-frame cache, file registry, rate limits and the job queue (docs/state.md).
+"""Shared state: decoded-frame cache, file registry, rate limits, the job queue and the requests outstanding per
+engine (docs/state.md).
 
 base.py: one Protocol per concern and the records; memory.py: the in-process backends; redis_link.py: the Redis
-connection and its outage handling; redis_store.py / redis_jobs.py: the Redis backends (scripts in lua/);
-rates.py: rate limits on the `limits` library; bundle.py: the four together (`State`); factory.py: from Settings.
+connection and its outage handling; redis_store.py / redis_jobs.py / redis_load.py: the Redis backends (scripts in
+lua/); rates.py: rate limits on the `limits` library; bundle.py: them together (`State`); factory.py: from Settings.
 """
 
 from videoqa.service.state.base import (
     JOB_STATUSES,
+    EngineLoad,
     FileRegistry,
     FrameCache,
     JobQueue,
@@ -20,6 +22,7 @@ from videoqa.service.state.factory import build_state, check_state_settings, cre
 
 __all__ = [
     "JOB_STATUSES",
+    "EngineLoad",
     "FileRegistry",
     "FrameCache",
     "JobQueue",

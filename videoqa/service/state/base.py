@@ -7,6 +7,7 @@ Protocols with the same behaviour; tests/service/test_state.py runs each behavio
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
@@ -104,4 +105,25 @@ class JobQueue(Protocol):
     async def requeue_expired(self) -> int: ...
     async def counts(self) -> dict[str, int]:
         """The backlog: {"queued", "delayed", "running"} on every backend (delayed: waiting out a backoff)."""
+        ...
+
+
+class EngineLoad(Protocol):
+    """Requests outstanding on each engine (split mode), counted across every gateway that shares this state, so
+    least-outstanding routing sees the other gateways' requests too. Engines are named by their URL as configured
+    (gateways sharing a Redis list them the same way). Each gateway writes only its own counts; a gateway that
+    stops reporting (killed) drops out of the totals after `ttl_s`."""
+
+    async def acquire(self, candidates: Sequence[str], own: Mapping[str, int]) -> tuple[str, int]:
+        """Atomically pick the candidate with the fewest outstanding requests over all live gateways (ties: the
+        first listed), and count one more request of this gateway on it. `own`: this gateway's exact counts
+        before the pick (so a gateway picks one request at a time). Returns the engine and the total it had."""
+        ...
+
+    async def report(self, own: Mapping[str, int]) -> None:
+        """This gateway's exact counts (after a request ends, and on every health tick: also its heartbeat)."""
+        ...
+
+    async def totals(self, engines: Sequence[str]) -> dict[str, int]:
+        """Outstanding requests per engine over all live gateways."""
         ...

@@ -1,6 +1,7 @@
-"""`State`: the four concerns of one backend together, as the gateway holds them (`app.state.state`).
+"""`State`: the concerns of one backend together, as the gateway holds them (`app.state.state`).
 
-Callers use the typed concerns (`state.cache`, `state.files`, `state.rates`, `state.jobs`); the flat methods
+Callers use the typed concerns (`state.cache`, `state.files`, `state.rates`, `state.jobs`, `state.engines`: the
+requests outstanding per engine in split mode); the flat methods
 (`cache_get`, `job_submit`, ...) are the same calls under the names the gateway used before the split.
 """
 
@@ -8,11 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from videoqa.service.state.base import FileRegistry, FrameCache, JobQueue, JobRecord, RateDecision, RateLimiter
-from videoqa.service.state.memory import MemoryFiles, MemoryFrameCache, MemoryJobs
+from videoqa.service.state.base import (
+    EngineLoad,
+    FileRegistry,
+    FrameCache,
+    JobQueue,
+    JobRecord,
+    RateDecision,
+    RateLimiter,
+)
+from videoqa.service.state.memory import MemoryEngineLoad, MemoryFiles, MemoryFrameCache, MemoryJobs
 from videoqa.service.state.rates import RedisRateLimiter, memory_rate_limiter
 from videoqa.service.state.redis_jobs import RedisJobs
 from videoqa.service.state.redis_link import RedisLink
+from videoqa.service.state.redis_load import RedisEngineLoad
 from videoqa.service.state.redis_store import RedisFiles, RedisFrameCache
 from videoqa.service.tenants import ANONYMOUS
 
@@ -20,8 +30,10 @@ from videoqa.service.tenants import ANONYMOUS
 class State:
     backend: str
 
-    def __init__(self, cache: FrameCache, files: FileRegistry, rates: RateLimiter, jobs: JobQueue) -> None:
-        self.cache, self.files, self.rates, self.jobs = cache, files, rates, jobs
+    def __init__(
+        self, cache: FrameCache, files: FileRegistry, rates: RateLimiter, jobs: JobQueue, engines: EngineLoad
+    ) -> None:
+        self.cache, self.files, self.rates, self.jobs, self.engines = cache, files, rates, jobs, engines
 
     async def ping(self) -> bool:
         return True
@@ -114,6 +126,7 @@ class MemoryState(State):
             MemoryFiles(),
             memory_rate_limiter(),
             MemoryJobs(max_attempts, result_ttl_s, failed_ttl_s),
+            MemoryEngineLoad(),
         )
 
 
@@ -137,6 +150,7 @@ class RedisState(State):
             RedisFiles(self.link),
             self._rates,
             RedisJobs(self.link, max_attempts, result_ttl_s, failed_ttl_s),
+            RedisEngineLoad(self.link),
         )
 
     async def ping(self) -> bool:

@@ -11,6 +11,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -235,3 +236,25 @@ class MemoryJobs:
             elif job.status == "queued":
                 counts["delayed" if job.not_before > time.time() else "queued"] += 1
         return counts
+
+
+class MemoryEngineLoad:
+    """One gateway: the totals are its own counts (the same routing as before the counts were shared)."""
+
+    def __init__(self) -> None:
+        self._own: dict[str, int] = {}
+
+    async def acquire(self, candidates: Sequence[str], own: Mapping[str, int]) -> tuple[str, int]:
+        if not candidates:
+            raise ValueError("no engine to pick from")
+        self._own = dict(own)
+        engine = min(candidates, key=lambda url: self._own.get(url, 0))  # min keeps the first of equals
+        load = self._own.get(engine, 0)
+        self._own[engine] = load + 1
+        return engine, load
+
+    async def report(self, own: Mapping[str, int]) -> None:
+        self._own = dict(own)
+
+    async def totals(self, engines: Sequence[str]) -> dict[str, int]:
+        return {url: self._own.get(url, 0) for url in engines}

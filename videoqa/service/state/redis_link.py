@@ -29,12 +29,18 @@ T = TypeVar("T")
 OUTAGE_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError)
 
 
+_HELPERS = {"owns": ("owns(",), "live_total": ("now_ms(", "prune_gateways(", "live_total(")}
+"""Lua helper files shared by several scripts, and the functions they define: a script that calls one gets the
+file in front when loaded."""
+
+
 def lua(name: str) -> str:
-    """A script from videoqa/service/state/lua/ (package data); owner-checked ones get owns.lua in front."""
+    """A script from videoqa/service/state/lua/ (package data), with the helper files it calls in front."""
     folder = resources.files("videoqa.service.state") / "lua"
     text = (folder / f"{name}.lua").read_text()
-    if "owns(" in text:
-        text = (folder / "owns.lua").read_text() + text
+    for helper, calls in _HELPERS.items():
+        if name != helper and any(call in text for call in calls):
+            text = (folder / f"{helper}.lua").read_text() + text
     return text
 
 
