@@ -180,6 +180,19 @@ def test_rest_endpoints_honour_the_fields_they_know(gw: Gateway, videos, path, b
     assert (req.max_tokens, req.seed) == (2, 7)
 
 
+def test_job_listing_refuses_query_parameters_it_does_not_know_by_name(gw: Gateway, videos) -> None:
+    file_id = gw.upload(videos["short"])
+    for _ in range(2):
+        assert gw.client.post("/v1/jobs", json={"file_id": file_id, "task": "caption"}).status_code == 202
+    r = gw.client.get("/v1/jobs", params={"stauts": "queued"})  # silently dropped, it would list every state
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("unknown_parameter", "stauts"), err
+    listed = gw.client.get("/v1/jobs", params={"status": "queued", "limit": 1})
+    assert listed.status_code == 200 and [j["status"] for j in listed.json()["data"]] == ["queued"]
+    assert gw.client.get("/v1/jobs", params={"status": "done"}).json()["error"]["param"] == "status"
+
+
 def _multipart_qa(gw: Gateway, path: Path, data: dict[str, str], extra_files: dict | None = None):
     with path.open("rb") as f:
         files = {"file": (path.name, f, "video/mp4"), **(extra_files or {})}

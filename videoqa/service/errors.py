@@ -106,7 +106,10 @@ def check_form(form: FormData, allowed: Collection[str]) -> None:
 def validation_error(errors: Sequence[Any]) -> JSONResponse:
     """A request that does not validate -> 400 naming the first bad field."""
     first = errors[0] if errors else {}
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    path = list(first.get("loc", ()))
+    if path and path[0] in ("body", "query"):  # where it was is clear from the request; name the field
+        path = path[1:]
+    loc = ".".join(str(p) for p in path)
     if first.get("type") == "extra_forbidden":
         err = unknown_field(loc)
         return error_response(err.status, err.message, err.code, err.param)

@@ -296,6 +296,15 @@ class JobObject(BaseModel):
     """The tenant that submitted it (its own name for a tenant; operators see whose job it is)."""
 
 
+class JobListQuery(BaseModel):
+    """`GET /v1/jobs` query parameters; any other is refused by name (400), as unknown body fields are."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    tenant: str | None = Field(default=None, description="Operators only: one tenant's jobs.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
 class JobList(BaseModel):
     object: Literal["list"] = "list"
     data: list[JobObject]

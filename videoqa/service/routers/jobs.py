@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from videoqa.service.deps import get_service, rate_limit
 from videoqa.service.errors import COMMON_ERRORS, APIError
-from videoqa.service.protocol import JobList, JobObject, JobRequest
+from videoqa.service.protocol import JobList, JobListQuery, JobObject, JobRequest
 from videoqa.service.serving import VideoQAService
 from videoqa.service.state import JobRecord
 from videoqa.service.tenants import Principal
@@ -58,13 +58,11 @@ async def submit(
 @router.get("", response_model=JobList, summary="The caller's jobs, newest first (operators: every tenant's)")
 async def list_jobs(
     request: Request,
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = Query(default=None),
-    tenant: str | None = Query(default=None, description="Operators only: one tenant's jobs."),
-    limit: int = Query(default=100, ge=1, le=1000),
+    query: Annotated[JobListQuery, Query()],
     principal: Principal = Depends(rate_limit),
 ) -> JobList:
-    scope = tenant if principal.admin else principal.tenant  # a tenant's `tenant=` cannot widen its view
-    records = await request.app.state.state.job_list(scope, status, limit)
+    scope = query.tenant if principal.admin else principal.tenant  # a tenant's `tenant=` cannot widen its view
+    records = await request.app.state.state.job_list(scope, query.status, query.limit)
     return JobList(data=[JobObject(**r.public()) for r in records])
 
 
