@@ -16,7 +16,9 @@ Then every accepted job (202) is polled through gateway 2 until it has finished,
 submitted, accepted, refused (by status), succeeded, failed (by error code), lost (accepted but missing or
 never finished), the question status counts per gateway, and the time from Redis accepting connections again
 to the first accepted submission. Exit status 1 when an accepted job is lost or failed other than with a
-client error (a 4xx code or a video error), so the script can gate a change.
+client error (a 4xx code or a video error), or when a submission or question was refused with a 4xx: everything
+sent is valid, so a 4xx during the chaos is the service telling a client something false (it did: 404 for an
+existing file while Redis was down).
 
 With `--appendfsync everysec` and SIGKILL, Redis may lose its last second of writes, so a job accepted in that
 second can be lost by design; `always` (the default here) or `--redis-signal TERM` lose nothing acknowledged.
@@ -69,6 +71,13 @@ class Submission:
     done: float = 0.0
     status: str = ""  # HTTP status, or "conn_error" / "timeout"
     job_id: str | None = None
+
+
+def error_code(r: httpx.Response) -> str:
+    try:
+        return str(r.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 class Clock:
@@ -148,6 +157,8 @@ async def submit_jobs(
         try:
             r = await client.post(f"{gw.url}/v1/jobs", json=body | {"idempotency_key": f"chaos-{i}"}, timeout=30)
             sub.status = str(r.status_code)
+            if r.status_code != 202:
+                sub.status += f" {error_code(r)}"
             if r.status_code == 202:
                 sub.job_id = r.json()["id"]
         except httpx.TimeoutException:
@@ -176,7 +187,7 @@ async def ask_questions(
             r = await client.post(f"{gw.url}/v1/video/qa", json=body, timeout=120)
             status = str(r.status_code)
             if r.status_code != 200:
-                status += f" {r.json().get('error', {}).get('code', '?')}"
+                status += f" {error_code(r)}"
         except httpx.TimeoutException:
             status = "timeout"
         except httpx.TransportError:
@@ -304,7 +315,11 @@ def report(subs: list[Submission], sync_counts: Counter, marks: dict, records: d
     if bad:
         shown = [(j["id"], j["error"]) for j in bad[:10]]
         console.print(f"[red]jobs failed other than with a client error:[/red] {shown}")
-    return not lost and not bad
+    false_4xx = {k: v for k, v in refused.items() if k.startswith("4")}
+    false_4xx |= {f"question {k[1]}": v for k, v in sync_counts.items() if k[1].startswith("4")}
+    if false_4xx:
+        console.print(f"[red]valid requests refused with a 4xx:[/red] {false_4xx}")
+    return not lost and not bad and not false_4xx
 
 
 def main() -> None:
