@@ -21,7 +21,8 @@ from videoqa.service.metrics import Metrics
 from videoqa.service.protocol import Usage
 from videoqa.service.serving import Answer
 from videoqa.service.settings import Settings
-from videoqa.service.state import State, create_state
+from videoqa.service.state import State, StateUnavailableError, create_state
+from videoqa.video.errors import CorruptVideoError
 
 JOB = {"task": "caption", "file_id": "0" * 64, "max_tokens": 4}
 
@@ -29,7 +30,7 @@ JOB = {"task": "caption", "file_id": "0" * 64, "max_tokens": 4}
 class Scripted:
     """service.ask raising the given errors in turn, then answering."""
 
-    def __init__(self, state: State, errors: list[APIError]) -> None:
+    def __init__(self, state: State, errors: list[Exception]) -> None:
         self.state, self.metrics, self.errors, self.calls = state, Metrics(), list(errors), 0
         self.engine = SimpleNamespace(ready=lambda: True)
 
@@ -89,6 +90,37 @@ async def test_a_client_error_is_final_and_a_server_error_is_retried() -> None:
     async with worker(flaky):
         job = await _final(state, "flaky")
     assert (job.status, job.attempts, flaky.calls) == ("succeeded", 2, 2)
+
+
+@pytest.mark.parametrize("final", [APIError(404, "no file", "file_not_found"), CorruptVideoError("truncated")])
+async def test_an_outage_while_failing_a_job_does_not_stop_the_worker(final: Exception) -> None:
+    # The final-failure paths once let the outage error escape run_worker: the worker task ended silently and the
+    # gateway never ran another job.
+    state = create_state(None, max_attempts=3)
+    service = Scripted(state, [final])
+    real_fail, outages = state.job_fail, [StateUnavailableError("Redis is unreachable")]
+
+    async def fail_during_outage(*args: Any, **kwargs: Any) -> bool:
+        if outages:
+            raise outages.pop()
+        return await real_fail(*args, **kwargs)
+
+    state.job_fail = fail_during_outage  # type: ignore[method-assign]
+    await state.job_submit("unlucky", JOB)
+    await state.job_submit("next", JOB)
+    async with worker(service):
+        job = await _final(state, "next")
+    assert job.status == "succeeded"  # the same worker went on to the next job
+    assert (await state.job_get("unlucky")).status == "running"  # unrecorded: its lease lapses, it is redone
+
+
+async def test_an_outage_mid_job_defers_it_without_using_an_attempt() -> None:
+    state = create_state(None, max_attempts=1)
+    service = Scripted(state, [StateUnavailableError("Redis is unreachable")])  # e.g. the file lookup
+    await state.job_submit("j", JOB)
+    async with worker(service):
+        job = await _final(state, "j")
+    assert (job.status, job.attempts, job.deferrals, service.calls) == ("succeeded", 1, 1, 2)
 
 
 def test_backoff_grows_and_is_capped() -> None:

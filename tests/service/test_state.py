@@ -4,16 +4,21 @@ limits and the at-least-once job queue; the Redis backend survives an outage and
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from tests.utils.redis_server import RedisServer
+from videoqa.service.fetch import FetchOptions
+from videoqa.service.filestore import FileStore
+from videoqa.service.protocol import VideoSource
 from videoqa.service.settings import Settings
 from videoqa.service.state import RedisState, State, StateUnavailableError, build_state, create_state
 
@@ -377,6 +382,47 @@ async def test_redis_outage_degrades_and_recovers(tmp_path: Path, caplog: pytest
         assert claimed is not None and claimed.id == "after"
         await st.cache_set("frames", b"again", ttl_s=60)
         assert await st.cache_get("frames") == b"again"
+    finally:
+        await st.close()
+        server.stop()
+
+
+async def test_a_file_another_gateway_registered_is_unavailable_not_missing_during_an_outage(tmp_path: Path) -> None:
+    # Found by benchmarks/bench_chaos.py: while Redis was down, a gateway that did not hold the upload itself (the
+    # other gateway's, or its own before a restart) answered 404 file_not_found, telling clients to upload again.
+    server = RedisServer(tmp_path)
+    server.start()
+    here, there = create_state(server.url, namespace="outage-files"), create_state(server.url, namespace="outage-files")
+    try:
+        await there.file_put("file-there", {"id": "file-there"})
+        await here.file_put("file-here", {"id": "file-here"})
+        assert await here.file_get("file-there") == {"id": "file-there"}
+        server.stop()
+        with pytest.raises(StateUnavailableError):  # HTTP 503 + Retry-After, not 404: it may exist
+            await here.file_get("file-there")
+        assert await here.file_get("file-here") == {"id": "file-here"}  # its own copy still serves
+    finally:
+        await here.close()
+        await there.close()
+        server.stop()
+
+
+async def test_a_fetched_video_is_registered_locally_during_an_outage(tmp_path: Path) -> None:
+    """The URL path asks the registry whether the fetched content is known; during an outage it registers the bytes
+    it holds (locally) instead of failing with the outage error."""
+    server = RedisServer(tmp_path)
+    server.start()
+    st = create_state(server.url, namespace="outage-fetch")
+    info = {"bytes": 18, "duration": 1.0, "width": 64, "height": 48, "fps": 10.0, "codec": "h264", "container": "mp4"}
+    info |= {"num_frames": 10, "has_audio": False}
+    probed = SimpleNamespace(public=lambda: info, keyframes=[0.0])  # the decoder is not under test
+    pool = SimpleNamespace(probe=lambda path: asyncio.sleep(0, probed))
+    store = FileStore(tmp_path / "data", st.files, pool, FetchOptions())  # type: ignore[arg-type]
+    try:
+        server.stop()
+        url = "data:video/mp4;base64," + base64.b64encode(b"not really a video").decode()
+        path, meta = await store.resolve(VideoSource(video_url=url), "anonymous")
+        assert path.read_bytes() == b"not really a video" and meta["duration"] == 1.0
     finally:
         await st.close()
         server.stop()

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from videoqa.service.errors import APIError
 from videoqa.service.fetch import FetchOptions, fetch_to_file
 from videoqa.service.protocol import FileObject, VideoSource
-from videoqa.service.state import FileRegistry
+from videoqa.service.state import FileRegistry, StateUnavailableError
 from videoqa.video import DecodePool
 
 
@@ -101,7 +101,10 @@ class FileStore:
         if url.startswith("videoqa://files/"):
             return await self.resolve(VideoSource(file_id=url.removeprefix("videoqa://files/")), tenant)
         tmp, sha = await self.fetch(url)
-        existing = await self.registry.get(sha, tenant)
+        try:
+            existing = await self.registry.get(sha, tenant)
+        except StateUnavailableError:  # Redis is down: the bytes are in hand, so register them (locally for now)
+            existing = None
         if existing is not None and self.path(sha).exists():
             tmp.unlink(missing_ok=True)
             return self.path(sha), existing

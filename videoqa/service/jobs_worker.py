@@ -90,6 +90,10 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
                 metrics.jobs.labels("lease_lost").inc()
         except asyncio.CancelledError:
             raise  # shutdown: the lease lapses and another worker redoes it
+        except StateUnavailableError:  # Redis went away mid-job (e.g. the file lookup): not the job's fault
+            with contextlib.suppress(StateUnavailableError):  # if still down, the lease lapses and it is redone
+                await state.job_defer(job.id, worker, backoff_s(job.deferrals))
+            metrics.jobs.labels("deferred").inc()
         except APIError as err:
             error = {"message": err.message, "code": err.code}
             if err.status == 503:  # the engine is busy or loading: not the job's fault, so no attempt is used
@@ -102,10 +106,15 @@ async def run_worker(service: VideoQAService, index: int, lease_s: float, poll_s
                     await state.job_fail(job.id, worker, error, True, backoff_s(job.attempts))
                 metrics.jobs.labels("retried").inc()
             else:  # 4xx: the request itself is wrong (unknown file, over budget); retrying cannot help
-                await state.job_fail(job.id, worker, error, False)
+                # Suppressed like the others: an outage here must not end this worker's loop (it did, silently,
+                # leaving the gateway without a worker). The lease then lapses and the job is run again.
+                with contextlib.suppress(StateUnavailableError):
+                    await state.job_fail(job.id, worker, error, False)
                 metrics.jobs.labels("failed").inc()
         except (VideoError, ValueError) as err:  # the input is bad: retrying cannot help
-            await state.job_fail(job.id, worker, {"message": str(err), "code": getattr(err, "code", "invalid")}, False)
+            error = {"message": str(err), "code": getattr(err, "code", "invalid")}
+            with contextlib.suppress(StateUnavailableError):
+                await state.job_fail(job.id, worker, error, False)
             metrics.jobs.labels("failed").inc()
         except Exception as err:
             log.exception("job %s failed", job.id)

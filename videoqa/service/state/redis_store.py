@@ -75,7 +75,12 @@ class RedisFiles:
         try:
             raw = await self.link.call(self.link.client.get, self.link.key("file", tenant, file_id))
         except StateUnavailableError:
-            return await self._local.get(file_id, tenant)
+            local_meta = await self._local.get(file_id, tenant)
+            if local_meta is None:
+                # Uploaded through another gateway (or before this one restarted): it may well exist, and None
+                # would be a 404 telling the client to upload again; the outage error is a 503 + Retry-After.
+                raise
+            return local_meta
         if raw:
             meta: dict[str, Any] = json.loads(raw)
             return meta
