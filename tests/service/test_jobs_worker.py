@@ -34,6 +34,9 @@ class Scripted:
         self.state, self.metrics, self.errors, self.calls = state, Metrics(), list(errors), 0
         self.engine = SimpleNamespace(ready=lambda: True)
 
+    def ready(self) -> bool:
+        return True
+
     async def ask(self, *args: Any, **kwargs: Any) -> Answer:
         self.calls += 1
         if self.errors:
