@@ -22,6 +22,7 @@ from videoqa.service.routers import chat, files, health, jobs, video
 from videoqa.service.serving import VideoQAService
 from videoqa.service.settings import Settings
 from videoqa.service.state import build_state
+from videoqa.service.tracing import build as build_tracing
 from videoqa.video import DecodeLimits, DecodePool
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal engine
+        # First: a tracing setting that cannot work (the otel extra missing) stops the start before any engine.
+        tracing = build_tracing(settings.otel_exporter)
         chat_format = None
         if engine is None:
             engine, chat_format = _make_engine(settings)
@@ -152,9 +155,11 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
             ),
         )
         metrics = Metrics()
-        service = VideoQAService(settings, engine, state, pool, metrics, chat_format)
+        service = VideoQAService(settings, engine, state, pool, metrics, chat_format, tracing)
         app.state.settings, app.state.engine, app.state.state = settings, engine, state
         app.state.metrics, app.state.service, app.state.engine_error = metrics, service, None
+        app.state.tracing = tracing
+        tracing.start(app)
 
         async def start_engine() -> None:
             try:
@@ -182,6 +187,7 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
             pool.close()
             await engine.stop()
             await state.close()
+            tracing.shutdown()  # last: exports the spans still queued
 
     app = FastAPI(
         title="videoqa",
