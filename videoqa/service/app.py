@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
             ),
         )
         metrics = Metrics()
+        metrics.watch_decode_pool(pool)
         service = VideoQAService(settings, engine, state, pool, metrics, chat_format, tracing)
         app.state.settings, app.state.engine, app.state.state = settings, engine, state
         app.state.metrics, app.state.service, app.state.engine_error = metrics, service, None

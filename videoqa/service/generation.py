@@ -139,6 +139,8 @@ class Generation:
                         cached_tokens=last.cached_tokens,
                         finish_reason=last.finish_reason,
                     )
+                    # Each engine request's (n choices: every one's), not only the first choice's that usage shows.
+                    self.metrics.prefix_cache_hit_tokens.inc(last.cached_tokens)
                 if last is not None and first_at is not None:
                     self.metrics.generated.inc(last.completion_tokens)
                     elapsed = time.perf_counter() - first_at
