@@ -293,6 +293,7 @@ def test_each_request_is_one_trace_with_fetch_frames_and_engine_spans_under_its_
         [get] = [s for s in mine if s.kind == CLIENT and s.parent == fetch.id]
         [post] = [s for s in mine if s.kind == CLIENT and s.parent == generate.id]
         assert (_method(get), _method(post)) == ("GET", "POST")
+        assert len(mine) == 5  # nothing else: no span per body chunk sent or received (a stream sends many)
         # ... and they carried the trace to the servers they called (W3C traceparent), sampled.
         assert (server.trace, get.id, True) in [_traceparent(tp) for tp in host.traceparents]
         to_engine = [_traceparent(tp) for path, tp in engine_seen if path == "/internal/generate"]
@@ -345,3 +346,16 @@ def test_tracing_configured_without_the_otel_packages_stops_the_start_naming_the
     result = CliRunner().invoke(cli, ["serve"], env=env)
     assert result.exit_code == 2, result.output
     assert "VIDEOQA_OTEL_EXPORTER=otlp" in result.output and "pip install 'videoqa[otel]'" in result.output
+
+
+def test_the_service_name_defaults_to_videoqa_gateway_and_otel_service_name_replaces_it(monkeypatch) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    for env, expected in ((None, "videoqa-gateway"), ("from-env", "from-env")):
+        if env is not None:
+            monkeypatch.setenv("OTEL_SERVICE_NAME", env)
+        t = tracing.Tracing("console")
+        try:
+            assert t.provider.resource.attributes["service.name"] == expected
+        finally:
+            t.shutdown()
