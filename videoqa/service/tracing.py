@@ -159,8 +159,9 @@ class Tracing:
     @contextmanager
     def span(self, name: str, **attrs: AttrValue | None) -> Iterator[SpanLike]:
         """A child of the current span, current itself while open; an exception leaving it marks it failed."""
+        rid = current_request_id()  # "-" outside requests (jobs): left out
         with self.tracer.start_as_current_span(
-            name, attributes=_attributes({"request_id": current_request_id(), **attrs})
+            name, attributes=_attributes({"request_id": rid if rid != "-" else None, **attrs})
         ) as span:
             yield _Span(span)
 
