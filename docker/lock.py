@@ -28,7 +28,7 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # Image -> extras of this project it runs. Every image also carries dumb-init (PID 1) and the tools that build
 # this project's wheel inside the image (setuptools, wheel: the build-system requirement).
 IMAGES: dict[str, str] = {
-    "gateway": "gateway",
+    "gateway": "gateway,otel",  # tracing stays off unless VIDEOQA_OTEL_EXPORTER is set
     "engine-cpu": "engine-cpu",
     "engine": "engine-gpu",
     "train": "train,synth",

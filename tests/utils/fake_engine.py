@@ -42,6 +42,10 @@ class FakeEngine:
         """Raised by generate() instead of answering (after `fail_after` chunks of the answer)."""
         self.fail_after = 0
         """With `fail`: how many chunks generate() yields before it raises (an engine failing mid-stream)."""
+        self.cached_tokens = 0
+        """What every chunk reports as prompt tokens served from the prefix cache (the real engine's come from vLLM)."""
+        self.chunk_delay_s = 0.0
+        """Seconds generate() sleeps before each chunk (a slow stream)."""
         self._tokenizer: Any = None
         self._running = 0
 
@@ -87,6 +91,8 @@ class FakeEngine:
             words = self.answer.split(" ")[: req.max_tokens]
             text = ""
             for i, word in enumerate(words):
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
                 if self.fail is not None and i >= self.fail_after:
                     raise self.fail
                 delta = word if i == 0 else " " + word
@@ -99,6 +105,7 @@ class FakeEngine:
                     finish_reason=("length" if len(words) == req.max_tokens else "stop") if last else None,
                     prompt_tokens=len(req.prompt),
                     completion_tokens=i + 1,
+                    cached_tokens=self.cached_tokens,
                     prompt_token_ids=list(req.prompt) if i == 0 and not isinstance(req.prompt, str) else None,
                 )
         finally:

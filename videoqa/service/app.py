@@ -22,6 +22,7 @@ from videoqa.service.routers import chat, files, health, jobs, video
 from videoqa.service.serving import VideoQAService
 from videoqa.service.settings import Settings
 from videoqa.service.state import State, build_state
+from videoqa.service.tracing import build as build_tracing
 from videoqa.video import DecodeLimits, DecodePool
 
 if TYPE_CHECKING:
@@ -140,6 +141,8 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal engine
+        # First: a tracing setting that cannot work (the otel extra missing) stops the start before any engine.
+        tracing = build_tracing(settings.otel_exporter)
         chat_format = None
         state = build_state(settings)
         if engine is None:
@@ -154,9 +157,12 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
             ),
         )
         metrics = Metrics()
-        service = VideoQAService(settings, engine, state, pool, metrics, chat_format)
+        metrics.watch_decode_pool(pool)
+        service = VideoQAService(settings, engine, state, pool, metrics, chat_format, tracing)
         app.state.settings, app.state.engine, app.state.state = settings, engine, state
         app.state.metrics, app.state.service, app.state.engine_error = metrics, service, None
+        app.state.tracing = tracing
+        tracing.start(app)
 
         async def start_engine() -> None:
             try:
@@ -184,6 +190,7 @@ def create_app(settings: Settings | None = None, engine: VideoQAEngine | None = 
             pool.close()
             await engine.stop()
             await state.close()
+            tracing.shutdown()  # last: exports the spans still queued
 
     app = FastAPI(
         title="videoqa",

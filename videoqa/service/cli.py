@@ -43,6 +43,8 @@ def serve(
     from videoqa.service.app import create_app
     from videoqa.service.requests import configure_logging
     from videoqa.service.settings import load_settings
+    from videoqa.service.tracing import TracingUnavailableError
+    from videoqa.service.tracing import require as require_tracing
 
     overrides = {
         "model": str(model) if model else None,
@@ -52,6 +54,11 @@ def serve(
         "redis_url": redis_url,
     }
     settings = _settings(load_settings, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        require_tracing(settings.otel_exporter)
+    except TracingUnavailableError as err:
+        typer.echo(f"videoqa: {err}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(settings.log_format)
     uvicorn.run(
         create_app(settings),

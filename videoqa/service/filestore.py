@@ -12,11 +12,13 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from videoqa.service.errors import APIError
 from videoqa.service.fetch import FetchOptions, fetch_to_file
 from videoqa.service.protocol import FileObject, VideoSource
 from videoqa.service.state import FileRegistry, StateUnavailableError
+from videoqa.service.tracing import NO_TRACING, NoTracing, Tracing
 from videoqa.video import DecodePool
 
 
@@ -27,8 +29,15 @@ class Upload(Protocol):
 
 
 class FileStore:
-    def __init__(self, data_dir: Path, registry: FileRegistry, pool: DecodePool, fetch: FetchOptions) -> None:
-        self.registry, self.pool, self.fetch_options = registry, pool, fetch
+    def __init__(
+        self,
+        data_dir: Path,
+        registry: FileRegistry,
+        pool: DecodePool,
+        fetch: FetchOptions,
+        tracing: Tracing | NoTracing = NO_TRACING,
+    ) -> None:
+        self.registry, self.pool, self.fetch_options, self.tracing = registry, pool, fetch, tracing
         self.files_dir = data_dir / "files"
         self.tmp_dir = data_dir / "tmp"
         self.files_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +98,13 @@ class FileStore:
 
     async def fetch(self, url: str) -> tuple[Path, str]:
         """Download `url` (SSRF-safe, fetch.py) to a temp file: (its path, its sha256). The caller owns the file."""
-        result = await fetch_to_file(url, self.tmp_dir / uuid.uuid4().hex, self.fetch_options)
+        # Scheme and host only: a URL's path and query can carry credentials (signed URLs).
+        parts = urlsplit(url) if not url.startswith("data:") else None
+        with self.tracing.span(
+            "videoqa.fetch", url_scheme=parts.scheme if parts else "data", url_host=parts.hostname if parts else None
+        ) as span:
+            result = await fetch_to_file(url, self.tmp_dir / uuid.uuid4().hex, self.fetch_options)
+            span.set(bytes=result.bytes, content_type=result.content_type)
         return result.path, result.sha256
 
     async def resolve(self, source: VideoSource, tenant: str) -> tuple[Path, dict[str, Any]]:

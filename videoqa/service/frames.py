@@ -19,6 +19,7 @@ from videoqa.service.protocol import SamplingFields
 from videoqa.service.requests import note
 from videoqa.service.settings import Settings
 from videoqa.service.state import FrameCache
+from videoqa.service.tracing import NO_TRACING, NoTracing, SpanLike, Tracing
 from videoqa.video import DecodePool, SamplingSpec, VideoInfo, target_times
 
 
@@ -53,8 +54,15 @@ def video_info(meta: dict[str, Any]) -> VideoInfo:
 
 
 class FrameSource:
-    def __init__(self, settings: Settings, cache: FrameCache, pool: DecodePool, metrics: Metrics) -> None:
-        self.settings, self.cache, self.pool, self.metrics = settings, cache, pool, metrics
+    def __init__(
+        self,
+        settings: Settings,
+        cache: FrameCache,
+        pool: DecodePool,
+        metrics: Metrics,
+        tracing: Tracing | NoTracing = NO_TRACING,
+    ) -> None:
+        self.settings, self.cache, self.pool, self.metrics, self.tracing = settings, cache, pool, metrics, tracing
 
     def spec(self, fields: SamplingFields, cfg: EngineConfig) -> SamplingSpec:
         """What to sample: the request's fields, else the settings' and the checkpoint's defaults."""
@@ -80,6 +88,14 @@ class FrameSource:
         return len(target_times(video_info(meta), spec)[0])
 
     async def video(self, path: Path, meta: dict[str, Any], spec: SamplingSpec, tenant: str) -> Frames:
+        with self.tracing.span("videoqa.frames", policy=spec.policy, num_frames=spec.num_frames, fps=spec.fps) as span:
+            got = await self._video(path, meta, spec, tenant, span)
+            span.set(frames=len(got.timestamps), cache_hit=got.cache_hit, duration_s=got.duration)
+            return got
+
+    async def _video(
+        self, path: Path, meta: dict[str, Any], spec: SamplingSpec, tenant: str, span: SpanLike
+    ) -> Frames:
         # Shared by default: the key is the content hash, and only a caller that holds those exact bytes (it
         # uploaded or fetched them) reaches it, so a hit hands out nothing it could not decode itself. Scope
         # "tenant" also hides the hit itself (docs/service.md).
@@ -98,6 +114,7 @@ class FrameSource:
         got = await self.pool.sample(path, spec, video_info(meta))
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
         self.metrics.frames_decoded.inc(got.timings.get("frames_decoded", 0.0))
+        span.set(frames_decoded=int(got.timings.get("frames_decoded", 0)))
         note(decode_seconds=round(time.perf_counter() - start, 4))
         packed = pack(got.frames, got.timestamps, got.duration)
         if len(packed) <= self.settings.frame_cache_max_bytes:
@@ -106,5 +123,7 @@ class FrameSource:
 
     async def image(self, path: Path, cfg: EngineConfig) -> Frames:
         """A still image as one frame."""
-        got = await self.pool.image(path, SamplingSpec(num_frames=1, size=(cfg.image_size, cfg.image_size)))
+        with self.tracing.span("videoqa.frames", image=True, num_frames=1) as span:
+            got = await self.pool.image(path, SamplingSpec(num_frames=1, size=(cfg.image_size, cfg.image_size)))
+            span.set(frames=1, cache_hit=False)
         return Frames(got.frames, got.timestamps, got.duration, cache_hit=False)

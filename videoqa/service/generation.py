@@ -17,6 +17,7 @@ from videoqa.service.frames import Frames
 from videoqa.service.metrics import Metrics
 from videoqa.service.protocol import GenerationFields, Usage
 from videoqa.service.requests import note
+from videoqa.service.tracing import NO_TRACING, NoTracing, Tracing
 
 
 @dataclass
@@ -52,8 +53,14 @@ def generation_request(
 
 
 class Generation:
-    def __init__(self, engine: VideoQAEngine, metrics: Metrics, chat_format: ChatFormat | None = None) -> None:
-        self.engine, self.metrics = engine, metrics
+    def __init__(
+        self,
+        engine: VideoQAEngine,
+        metrics: Metrics,
+        chat_format: ChatFormat | None = None,
+        tracing: Tracing | NoTracing = NO_TRACING,
+    ) -> None:
+        self.engine, self.metrics, self.tracing = engine, metrics, tracing
         self.chat_format = chat_format
         """Set once the tokenizer is known (split mode without a local checkpoint: after the engine started)."""
 
@@ -98,34 +105,54 @@ class Generation:
             note(frames=num_frames, visual_tokens=visual)
         return visual
 
-    async def stream(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
-        start = time.perf_counter()
-        first_at: float | None = None
-        last: GenerationChunk | None = None
-        try:
-            # aclosing: a consumer that stops early (client gone) closes the engine stream NOW, which aborts the
-            # request in the engine; left to garbage collection, the abort could come much later.
-            async with contextlib.aclosing(self.engine.generate(req)) as chunks:
-                async for chunk in chunks:
-                    if first_at is None:
-                        first_at = time.perf_counter()
-                        self.metrics.ttft.observe(first_at - start)
-                        note(prefill_seconds=round(first_at - start, 4))
-                    last = chunk
-                    yield chunk
-        finally:
-            if last is not None and first_at is not None:
-                self.metrics.generated.inc(last.completion_tokens)
-                elapsed = time.perf_counter() - first_at
-                if last.completion_tokens > 1 and elapsed > 0:
-                    self.metrics.tokens_per_s.observe((last.completion_tokens - 1) / elapsed)
+    async def stream(
+        self, req: GenerationRequest, visual_tokens: int | None = None
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        """The engine's chunks for `req`, with the metrics (and the span: `visual_tokens` is one of its
+        attributes)."""
+        frames = None if req.frames is None else len(req.frames)
+        # Current while the engine is called, so split mode's HTTP call to the engine is its child. Only the task
+        # iterating this generator sees it, and it ends in that task too (callers close it with aclosing).
+        with self.tracing.span(
+            "videoqa.generate", engine_request_id=req.request_id, frames=frames, visual_tokens=visual_tokens
+        ) as span:
+            start = time.perf_counter()
+            first_at: float | None = None
+            last: GenerationChunk | None = None
+            try:
+                # aclosing: a consumer that stops early (client gone) closes the engine stream NOW, which aborts the
+                # request in the engine; left to garbage collection, the abort could come much later.
+                async with contextlib.aclosing(self.engine.generate(req)) as chunks:
+                    async for chunk in chunks:
+                        if first_at is None:
+                            first_at = time.perf_counter()
+                            self.metrics.ttft.observe(first_at - start)
+                            note(prefill_seconds=round(first_at - start, 4))
+                            span.set(time_to_first_token_s=round(first_at - start, 6))
+                        last = chunk
+                        yield chunk
+            finally:
+                if last is not None:
+                    span.set(
+                        prompt_tokens=last.prompt_tokens,
+                        completion_tokens=last.completion_tokens,
+                        cached_tokens=last.cached_tokens,
+                        finish_reason=last.finish_reason,
+                    )
+                    # Each engine request's (n choices: every one's), not only the first choice's that usage shows.
+                    self.metrics.prefix_cache_hit_tokens.inc(last.cached_tokens)
+                if last is not None and first_at is not None:
+                    self.metrics.generated.inc(last.completion_tokens)
+                    elapsed = time.perf_counter() - first_at
+                    if last.completion_tokens > 1 and elapsed > 0:
+                        self.metrics.tokens_per_s.observe((last.completion_tokens - 1) / elapsed)
 
     async def complete(self, req: GenerationRequest, frames: Frames | None, visual: int) -> Answer:
         """The whole answer of one engine request."""
         last: GenerationChunk | None = None
         prompt_ids: list[int] | None = None
         logprobs: list[dict[str, Any]] | None = [] if req.logprobs is not None else None
-        async with contextlib.aclosing(self.stream(req)) as chunks:
+        async with contextlib.aclosing(self.stream(req, visual)) as chunks:
             async for chunk in chunks:
                 last = chunk
                 prompt_ids = prompt_ids or chunk.prompt_token_ids

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from videoqa.video import DecodePool
 
 
 class Metrics:
@@ -72,6 +78,27 @@ class Metrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.rejected = Counter("videoqa_rejected_total", "Requests refused by limits", ["reason"], registry=r)
+        self.prefix_cache_hit_tokens = Counter(
+            "videoqa_prefix_cache_hit_tokens_total",
+            "Prompt tokens the engine served from its prefix cache (each engine request's cached_tokens)",
+            registry=r,
+        )
+
+    def watch_decode_pool(self, pool: DecodePool) -> None:
+        """videoqa_decode_pool_restarts_total: the pool's own count (DecodePool.restarts), read at each scrape."""
+        self.registry.register(_PoolRestarts(pool))
+
+
+class _PoolRestarts(Collector):
+    def __init__(self, pool: DecodePool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "videoqa_decode_pool_restarts",
+            "Decode pool rebuilds after a worker hung past its timeout or died (crash, memory limit)",
+            value=self.pool.restarts,
+        )
 
 
 def merge_labelled(texts: list[tuple[str, str]]) -> str:

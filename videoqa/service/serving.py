@@ -27,6 +27,7 @@ from videoqa.service.metrics import Metrics
 from videoqa.service.protocol import GenerationFields, SamplingFields, VideoSource
 from videoqa.service.settings import Settings
 from videoqa.service.state import State
+from videoqa.service.tracing import NO_TRACING, NoTracing, Tracing
 from videoqa.video import DecodePool
 
 CAPTION_PROMPT = "Please describe this video in detail."
@@ -62,6 +63,7 @@ class VideoQAService:
         pool: DecodePool,
         metrics: Metrics,
         chat_format: ChatFormat | None = None,
+        tracing: Tracing | NoTracing = NO_TRACING,
     ) -> None:
         self.settings, self.engine, self.state, self.metrics = settings, engine, state, metrics
         self.files = FileStore(
@@ -74,9 +76,10 @@ class VideoQAService:
                 allow_domains=list(settings.fetch_allow_domains),
                 allow_cidrs=list(settings.fetch_allow_cidrs),
             ),
+            tracing,
         )
-        self.frames = FrameSource(settings, state.cache, pool, metrics)
-        self.generation = Generation(engine, metrics, chat_format)
+        self.frames = FrameSource(settings, state.cache, pool, metrics, tracing)
+        self.generation = Generation(engine, metrics, chat_format, tracing)
         self.admission = Admission(settings.max_inflight, settings.max_waiting, settings.max_wait_s, metrics)
         self.started_at = int(time.time())
         """When this gateway started: the `created` of the served model in /v1/models (stable across calls)."""

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     """Port to bind."""
     log_format: Literal["text", "json"] = "text"
     """text: readable lines for development; json: one JSON object per line (with the request id)."""
+    otel_exporter: Literal["none", "otlp", "console"] = "none"
+    """OpenTelemetry tracing (needs `pip install 'videoqa[otel]'`): none = off; otlp = OTLP over HTTP to
+    OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318; OTEL_SERVICE_NAME names the service, default
+    videoqa-gateway); console = spans printed to stdout (development). docs/service.md, Tracing."""
     api_keys: str = ""
     """Tenant API keys, comma-separated, sent as `Authorization: Bearer KEY`. Each entry is `NAME:SHA256HEX`
     (tenant NAME; the sha256 hex digest of its key, so the key itself is stored nowhere) or, for development, the

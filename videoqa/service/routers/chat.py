@@ -198,11 +198,11 @@ async def _sse(
 
 
 async def _merged(
-    service: VideoQAService, reqs: list[GenerationRequest]
+    service: VideoQAService, reqs: list[GenerationRequest], visual: int
 ) -> AsyncGenerator[tuple[int, GenerationChunk], None]:
     """The chunks of n concurrent generations, tagged with their choice index, as they come."""
     if len(reqs) == 1:
-        async with contextlib.aclosing(service.generation.stream(reqs[0])) as chunks:
+        async with contextlib.aclosing(service.generation.stream(reqs[0], visual)) as chunks:
             async for chunk in chunks:
                 yield 0, chunk
         return
@@ -210,7 +210,7 @@ async def _merged(
 
     async def pump(i: int, req: GenerationRequest) -> None:
         try:
-            async with contextlib.aclosing(service.generation.stream(req)) as chunks:
+            async with contextlib.aclosing(service.generation.stream(req, visual)) as chunks:
                 async for chunk in chunks:
                     await queue.put((i, chunk))
             await queue.put((i, None))
@@ -271,7 +271,7 @@ async def _events(
     last: dict[int, GenerationChunk] = {}
     try:
         # Closing this generator (client gone) closes the engine streams at once, which aborts them in vLLM.
-        async with contextlib.aclosing(_merged(service, reqs)) as chunks:
+        async with contextlib.aclosing(_merged(service, reqs, visual)) as chunks:
             async for i, chunk in chunks:
                 if i not in last:  # the role chunk, with the prompt ids on request (as vLLM's first chunk)
                     ids: dict[str, object] = (
