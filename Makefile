@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/install-helm.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile
@@ -24,6 +25,7 @@ lint: setup
 # The deploy tests (marker `deploy`) build the CPU images and run docker/compose.yaml's stack themselves.
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile

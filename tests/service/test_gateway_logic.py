@@ -79,9 +79,7 @@ def test_qa_sends_the_sampled_frames_and_a_prompt_with_their_times(gw: Gateway, 
 def test_over_the_context_is_refused_before_decoding_or_the_engine(gw: Gateway, videos) -> None:
     file_id = gw.upload(videos["long"])
     # 32 frames x 20 tokens (tiny layout: 2x2 pooled grid + newline... = 20 per frame) + max_tokens 3800 > 4096.
-    r = gw.client.post(
-        "/v1/video/qa", json={"file_id": file_id, "question": "q", "num_frames": 32, "max_tokens": 3800}
-    )
+    r = gw.client.post("/v1/video/qa", json={"file_id": file_id, "question": "q", "num_frames": 32, "max_tokens": 3800})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["code"] == "context_length_exceeded" and err["param"] == "num_frames" and "4096" in err["message"]

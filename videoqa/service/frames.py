@@ -93,9 +93,7 @@ class FrameSource:
             span.set(frames=len(got.timestamps), cache_hit=got.cache_hit, duration_s=got.duration)
             return got
 
-    async def _video(
-        self, path: Path, meta: dict[str, Any], spec: SamplingSpec, tenant: str, span: SpanLike
-    ) -> Frames:
+    async def _video(self, path: Path, meta: dict[str, Any], spec: SamplingSpec, tenant: str, span: SpanLike) -> Frames:
         # Shared by default: the key is the content hash, and only a caller that holds those exact bytes (it
         # uploaded or fetched them) reaches it, so a hit hands out nothing it could not decode itself. Scope
         # "tenant" also hides the hit itself (docs/service.md).
