@@ -4,8 +4,10 @@ answers, aborts, prefix cache) is tested against the session engine in the other
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,6 +191,18 @@ def test_job_listing_refuses_query_parameters_it_does_not_know_by_name(gw: Gatew
     listed = gw.client.get("/v1/jobs", params={"status": "queued", "limit": 1})
     assert listed.status_code == 200 and [j["status"] for j in listed.json()["data"]] == ["queued"]
     assert gw.client.get("/v1/jobs", params={"status": "done"}).json()["error"]["param"] == "status"
+
+
+def test_the_access_log_line_carries_the_requests_timings(gw: Gateway, videos, caplog) -> None:
+    # A data: URL goes through the fetcher like any URL (the fake engine has no prefill to time: the engine tier,
+    # test_openai_conformance.py, checks prefill_seconds in the JSON line).
+    url = "data:video/mp4;base64," + base64.b64encode(videos["short"].read_bytes()).decode()
+    with caplog.at_level(logging.INFO, logger="videoqa.access"):
+        r = gw.client.post("/v1/video/qa", json={"video_url": url, "question": "What moves?", "num_frames": 2})
+    assert r.status_code == 200, r.text
+    [fields] = [rec.fields for rec in caplog.records if rec.name == "videoqa.access" and rec.fields["status"] == 200]
+    assert fields["route"] == "/v1/video/qa" and fields["frames"] == 2 and fields["visual_tokens"] > 0
+    assert fields["fetch_seconds"] >= 0 and fields["decode_seconds"] >= 0 and fields["seconds"] > 0
 
 
 def _multipart_qa(gw: Gateway, path: Path, data: dict[str, str], extra_files: dict | None = None):

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from videoqa.service.errors import APIError
 from videoqa.service.fetch import FetchOptions, fetch_to_file
 from videoqa.service.protocol import FileObject, VideoSource
+from videoqa.service.requests import note
 from videoqa.service.state import FileRegistry, StateUnavailableError
 from videoqa.service.tracing import NO_TRACING, NoTracing, Tracing
 from videoqa.video import DecodePool
@@ -103,7 +104,9 @@ class FileStore:
         with self.tracing.span(
             "videoqa.fetch", url_scheme=parts.scheme if parts else "data", url_host=parts.hostname if parts else None
         ) as span:
+            start = time.perf_counter()
             result = await fetch_to_file(url, self.tmp_dir / uuid.uuid4().hex, self.fetch_options)
+            note(fetch_seconds=round(time.perf_counter() - start, 4))  # for the request's access log line
             span.set(bytes=result.bytes, content_type=result.content_type)
         return result.path, result.sha256
 
