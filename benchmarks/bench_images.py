@@ -40,9 +40,13 @@ def until_ready(url: str, timeout: float = 900) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            if httpx.get(url, timeout=5).status_code == 200:
+            r = httpx.get(url, timeout=5)
+            if r.status_code == 200:
                 return time.monotonic() - start
-        except httpx.HTTPError:
+            error = r.json().get("error")
+            if error:  # the engine failed to start: it will not become ready, say why now
+                raise SystemExit(f"{url}: the engine failed to start: {error}")
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.2)
     raise TimeoutError(url)
@@ -70,7 +74,18 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     start = time.monotonic()
-    cid = run("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8000", f"localhost/videoqa-engine-cpu:{opts.tag}")
+    # vLLM passes frames between its processes in /dev/shm: the 64 MB container default is too small (compose
+    # sets 1 GB too).
+    cid = run(
+        "run",
+        "-d",
+        "--rm",
+        "--shm-size",
+        "1g",
+        "-p",
+        f"127.0.0.1:{port}:8000",
+        f"localhost/videoqa-engine-cpu:{opts.tag}",
+    )
     try:
         until_ready(f"http://127.0.0.1:{port}/readyz")
         took = time.monotonic() - start
