@@ -85,13 +85,14 @@ def _records(run_file: Path) -> list:
     return out
 
 
-def _read_run(out_dir: Path) -> dict:
-    runs = sorted((out_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1, runs
+def _read_run(out_dir: Path, launches: int = 1) -> dict:
+    """What the (last) launch of a training run wrote to its offline W&B run file."""
+    runs = sorted((out_dir / "wandb").glob("offline-run-*/run-*.wandb"))  # one per launch, in start order
+    assert len(runs) == launches, runs
     history: dict[str, list[tuple[int, float]]] = {}
     config: dict[str, object] = {}
     info: dict[str, object] = {}
-    for r in _records(runs[0]):
+    for r in _records(runs[-1]):
         kind = r.WhichOneof("record_type")
         if kind == "history":
             items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
@@ -100,12 +101,13 @@ def _read_run(out_dir: Path) -> dict:
                     history.setdefault(key, []).append((r.history.step.num, value))
         elif kind == "run":  # the config comes with the run (later changes would come as `config` records)
             config |= {i.key: json.loads(i.value_json) for i in r.run.config.update}
-            info |= {"project": r.run.project, "name": r.run.display_name, "tags": list(r.run.tags)}
+            info |= {"id": r.run.run_id, "project": r.run.project, "name": r.run.display_name}
+            info["tags"] = list(r.run.tags)
         elif kind == "config":
             config |= {i.key: json.loads(i.value_json) for i in r.config.update}
         elif kind == "exit":
             info["exit_code"] = r.exit.exit_code
-    return {"history": history, "config": config, "info": info, "files": runs[0].parent / "files"}
+    return {"history": history, "config": config, "info": info, "files": runs[-1].parent / "files"}
 
 
 def test_finished_run_has_the_config_every_step_loss_and_the_loss_curve(tmp_path: Path, data: Path) -> None:
@@ -145,6 +147,27 @@ def test_a_crash_ends_the_run_failed(tmp_path: Path, data: Path, monkeypatch: py
     run = _read_run(tmp_path / "run")
     assert run["info"]["exit_code"] == 1  # W&B: Failed
     assert [s for s, _ in run["history"]["train/loss"]] == [1, 2]
+
+
+def test_a_resumed_launch_continues_the_same_run(tmp_path: Path, data: Path) -> None:
+    recipe = _recipe(tmp_path, data, stop_after=2)  # a time-boxed launch, then the same recipe again
+    train(load_config(recipe))
+    first = _read_run(tmp_path / "run")
+    train(load_config(recipe))
+    second = _read_run(tmp_path / "run", launches=2)
+    assert second["info"]["id"] == first["info"]["id"]  # `wandb sync` appends the second launch to the first
+    assert [s for s, _ in first["history"]["train/loss"]] == [1, 2]
+    assert [s for s, _ in second["history"]["train/loss"]] == [3]
+    assert first["info"]["exit_code"] == second["info"]["exit_code"] == 0
+
+
+def test_bad_wandb_settings_are_named(tmp_path: Path, data: Path) -> None:
+    with pytest.raises(ValueError, match=r"wandb\.mode='offlin'"):
+        load_config(_recipe(tmp_path, data, wandb={"mode": "offlin"}))
+    with pytest.raises(ValueError, match=r"wandb\.projekt='x'"):
+        load_config(_recipe(tmp_path, data, wandb={"projekt": "x"}))
+    assert load_config(_recipe(tmp_path, data, wandb=False)).wandb is None
+    assert load_config(_recipe(tmp_path, data, wandb=True)).wandb is not None
 
 
 def test_wandb_set_but_not_installed_fails_before_training(
