@@ -23,6 +23,26 @@ class LoraSettings(BaseModel):
     )
 
 
+class WandbSettings(BaseModel):
+    """A Weights & Biases run for the training run (rank 0; the `tracking` extra installs wandb). Each setting
+    left unset falls back to wandb's own environment variable (WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str | None = Field(default=None, description="W&B project (default: WANDB_PROJECT, else 'videoqa').")
+    entity: str | None = Field(default=None, description="W&B team or user (default: WANDB_ENTITY, else yours).")
+    name: str | None = Field(
+        default=None, description="Run name (default: WANDB_NAME, else the output_dir folder's name)."
+    )
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        default=None,
+        description="online (send as it runs), offline (write under OUTPUT_DIR/wandb, `wandb sync` later) or "
+        "disabled (default: WANDB_MODE, else online).",
+    )
+    tags: list[str] = Field(default_factory=list, description="Run tags.")
+    group: str | None = Field(default=None, description="Run group, e.g. one per sweep (default: WANDB_RUN_GROUP).")
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +112,21 @@ class TrainConfig(BaseModel):
     val_every: int = Field(default=0, ge=0, description="Validation loss every N steps (0: never).")
     val_examples: int = Field(default=64, ge=1, description="Held-out examples per validation (the first N).")
     tensorboard: bool = Field(default=True, description="Write TensorBoard event files to OUTPUT_DIR/tb.")
+    wandb: WandbSettings | None = Field(
+        default=None,
+        description="Also track the run in Weights & Biases (`wandb: true` or a mapping of WandbSettings; default: "
+        "off): the resolved config, every TensorBoard scalar, loss.png; needs `pip install 'videoqa[tracking]'`.",
+    )
+
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _wandb_switch(cls, v: object) -> object:
+        """`wandb: true` turns it on with every setting at its default, `wandb: false` (or null) leaves it off."""
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return v
 
     @field_validator("tiny")
     @classmethod

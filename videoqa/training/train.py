@@ -44,6 +44,7 @@ from videoqa.training.stream import (
     estimate_lengths,
     make_loader,
 )
+from videoqa.training.tracking import WandbRun, require_wandb
 from videoqa.video import SamplingSpec
 
 if TYPE_CHECKING:
@@ -113,10 +114,15 @@ def _param_groups(model: LlavaVideoForCausalLM, cfg: TrainConfig) -> list[dict]:
 
 
 class _Tracker:
-    """loss.jsonl (always) and TensorBoard event files (rank 0; when `tensorboard` is on and installed)."""
+    """loss.jsonl (always) and TensorBoard event files (rank 0; when `tensorboard` is on and installed); the
+    scalars also go to the W&B run when the recipe has one (started here on rank 0, ended by `train`)."""
 
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+    def __init__(self, out: Path, enabled: bool, cfg: TrainConfig, remote: WandbRun) -> None:
         self.enabled = enabled
+        self.remote = remote
+        if enabled:
+            remote.start(cfg, out)
+        tensorboard = cfg.tensorboard
         self.log = (out / "loss.jsonl").open("a") if enabled else None
         self.val = (out / "val_loss.jsonl").open("a") if enabled else None
         self.tb = None
@@ -135,6 +141,8 @@ class _Tracker:
             f.flush()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.enabled:
+            self.remote.log(step, values)
         if self.tb is not None:
             for tag, value in values.items():
                 self.tb.add_scalar(tag, value, step)
@@ -236,6 +244,20 @@ def _dataset(cfg: TrainConfig, data: str, mcfg, tokenizer, spec: SamplingSpec, c
 
 
 def train(cfg: TrainConfig) -> Path:
+    """Train as the recipe says; returns OUTPUT_DIR/final (or the resumable state when `stop_after` ended it)."""
+    require_wandb(cfg)  # before anything is loaded: a recipe asking for W&B without wandb installed
+    remote = WandbRun(cfg.wandb)
+    try:
+        result = _train(cfg, remote)
+    except BaseException:  # a crash or an interrupt: the W&B run ends as failed, not as finished or left running
+        remote.finish(failed=True)
+        raise
+    out = Path(cfg.output_dir)
+    remote.finish(failed=False, artefacts=[out / "loss.png", out / "config.yaml"])
+    return result
+
+
+def _train(cfg: TrainConfig, remote: WandbRun) -> Path:
     t_start = time.perf_counter()
     rank, world = _setup_distributed()
     out = Path(cfg.output_dir)
@@ -349,7 +371,7 @@ def train(cfg: TrainConfig) -> Path:
     if rank == 0:  # rows past the step resumed from were logged before a crash; they are redone now
         for log_name in ("loss.jsonl", "val_loss.jsonl", "skipped.jsonl"):
             _truncate_log(out / log_name, step)
-    track = _Tracker(out, rank == 0, cfg.tensorboard)
+    track = _Tracker(out, rank == 0, cfg, remote)
     skipped_log = (out / "skipped.jsonl").open("a")  # every rank appends its own (short lines: atomic appends)
     batches = stream(micro)
     bar = tqdm(total=total, initial=step, desc="training", disable=rank != 0)
