@@ -195,6 +195,14 @@ def test_a_split_mode_gateway_routes_on_its_states_counts(stand_in, redis_server
     with TestClient(create_app(settings)) as client:
         app = client.app.state  # type: ignore[attr-defined]
         assert isinstance(app.engine, RemoteEngine) and app.engine.load is app.state.engines
+        # Another gateway on the same Redis holds 3 requests on the engine: this one's /metrics shows them.
+        other = create_state(redis_server.url, namespace="routing-app")
+        try:
+            client.portal.call(other.engines.report, {a.url: 3})  # type: ignore[union-attr]
+            metrics = client.get("/metrics").text
+            assert f'videoqa_engine_outstanding_requests{{engine="{a.url}"}} 3.0' in metrics, metrics[-2000:]
+        finally:
+            client.portal.call(other.close)  # type: ignore[union-attr]
 
 
 def test_readyz_waits_for_the_tokenizer_from_the_engine(stand_in, tmp_path: Path, monkeypatch) -> None:

@@ -78,6 +78,13 @@ class Metrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.rejected = Counter("videoqa_rejected_total", "Requests refused by limits", ["reason"], registry=r)
+        self.engine_outstanding = Gauge(
+            "videoqa_engine_outstanding_requests",
+            "Split mode: requests outstanding on each engine from every gateway sharing this state (what routing "
+            "compares), read at scrape",
+            ["engine"],
+            registry=r,
+        )
         self.prefix_cache_hit_tokens = Counter(
             "videoqa_prefix_cache_hit_tokens_total",
             "Prompt tokens the engine served from its prefix cache (each engine request's cached_tokens)",

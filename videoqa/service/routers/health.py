@@ -47,6 +47,13 @@ async def metrics(request: Request) -> Response:
             m.job_backlog.labels(name).set(count)
     except StateUnavailableError:  # Redis is down: no fresh figure (videoqa_redis_up says why)
         m.job_backlog.clear()
+    urls = getattr(engine, "urls", None)  # split mode: the engines this gateway routes to
+    if urls:
+        try:
+            for url, count in (await request.app.state.state.engines.totals(urls)).items():
+                m.engine_outstanding.labels(url).set(count)
+        except StateUnavailableError:
+            m.engine_outstanding.clear()
     # The engine's own vllm:* series (embedded: this process's registry; split mode: fetched from the engine).
     engine_series = await engine.metrics_text() if hasattr(engine, "metrics_text") else ""
     return Response(generate_latest(m.registry) + engine_series.encode(), media_type=CONTENT_TYPE_LATEST)
