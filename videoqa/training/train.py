@@ -85,6 +85,9 @@ def _build_model(cfg: TrainConfig, out: Path, checkpointing: bool) -> tuple[Llav
         model.vision_tower.gradient_checkpointing_enable()
         model.language_model.gradient_checkpointing_enable()
     if cfg.lora is not None:
+        # The adapters' random init from the seed alone: rank 0 alone built the tiny checkpoint (drawing from the
+        # RNG), and FSDP shards each rank's own copy without a broadcast, so ranks must init identically.
+        torch.manual_seed(cfg.seed)
         model.language_model = _with_lora(model.language_model, cfg)
     return model, src
 
