@@ -268,6 +268,30 @@ def test_fsdp_sharded_checkpoint_resumes_and_consolidates_to_one_process_weights
     assert json.loads((out / "config.json").read_text())["num_frames"] == 4  # the trained frame count, as final/
 
 
+def test_fsdp_with_lora_and_no_final_consolidation_equals_one_process_once_consolidated(
+    tmp_path: Path, data: Path
+) -> None:
+    """consolidate_final: false ends the run with its sharded checkpoint alone; `videoqa consolidate` rebuilds the
+    LoRA model from the run's config, reads the shards and merges the adapters: one process's weights. (The ranks'
+    adapters must start alike: FSDP does not broadcast them; dropout 0, as ranks' dropout masks differ.)"""
+    from typer.testing import CliRunner
+
+    from videoqa.cli import app
+
+    run = RUN | {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    single = train(load_config(_recipe(tmp_path / "one", data, batch_size=4, **run)))
+    one = LlavaVideoForCausalLM.from_pretrained(single).checkpoint_state_dict()
+    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", consolidate_final=False, **run)
+    assert not (fsdp / "final").exists()
+    out = tmp_path / "served"
+    done = CliRunner().invoke(app, ["consolidate", str(fsdp / "checkpoints" / "step-00000004"), str(out)])
+    assert done.exit_code == 0, done.output
+    served = LlavaVideoForCausalLM.from_pretrained(out).checkpoint_state_dict()
+    assert served.keys() == one.keys()  # adapters merged: the plain served format
+    worst = max((served[k] - one[k]).abs().max().item() for k in one)
+    assert worst < 1e-4, worst
+
+
 def test_lora_with_gradient_checkpointing_and_bf16_merges_into_a_servable_checkpoint(
     tmp_path: Path, data: Path
 ) -> None:
