@@ -215,6 +215,16 @@ def test_resume_takes_the_latest_complete_sharded_checkpoint(tmp_path: Path) -> 
     assert _latest_sharded(tmp_path / "elsewhere") is None
 
 
+def test_consolidate_refuses_a_folder_that_is_not_a_sharded_checkpoint(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from videoqa.cli import app
+
+    done = CliRunner().invoke(app, ["consolidate", str(tmp_path), str(tmp_path / "out")])
+    assert done.exit_code == 2 and "(no .metadata)" in done.output, done.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_fsdp_sharded_checkpoint_resumes_and_consolidates_to_one_process_weights(
     tmp_path: Path, data: Path, one_process: tuple[dict, list[dict]]
 ) -> None:

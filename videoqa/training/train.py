@@ -23,6 +23,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -625,8 +626,11 @@ def _consolidate(cfg: TrainConfig, out: Path, checkpoint: Path, final: Path) -> 
 
     model, src = _build_model(cfg, out, checkpointing=False)
     weights = model.state_dict()
-    # no_dist: read all shards here, whether or not a process group exists (rank 0 at the end of a run).
-    dcp.load({"model": weights}, checkpoint_id=checkpoint, no_dist=True)
+    # no_dist: read all shards here, whether or not a process group exists (rank 0 at the end of a run); DCP
+    # warns that it assumes exactly that.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"model": weights}, checkpoint_id=checkpoint, no_dist=True)
     model.load_state_dict(weights)
     _save_servable(model, AutoTokenizer.from_pretrained(src), cfg, final)
     return final
