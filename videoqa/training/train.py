@@ -444,11 +444,8 @@ def train(cfg: TrainConfig) -> Path:
                 data = {"micro_batch": micro, "global_batch": sampler.global_batch, "skipped": skipped_total}
                 if sharded:  # every rank writes its own shards; nothing is gathered
                     saved = _save_sharded(model, optim, sched, step, data, out, rank)
-                else:
-                    weights, optim_state = _full_states(model, optim, sharded)
-                    assert optim_state is not None  # an optimizer was given
-                    if rank == 0:
-                        _save_state(weights, optim_state, sched, step, data, out / STATE)
+                elif rank == 0:  # DDP (every rank holds the same full state) or one process
+                    _save_state(model.state_dict(), optim.state_dict(), sched, step, data, out / STATE)
             if stopping:
                 return saved
     finally:
@@ -509,18 +506,9 @@ def _shard(model: LlavaVideoForCausalLM) -> None:
     fully_shard(model)
 
 
-def _full_states(model, optim, sharded: bool) -> tuple[dict, dict | None]:
-    """Unsharded state dicts under module names (the same model, LoRA included, is rebuilt on resume)."""
-    if not sharded:
-        return model.state_dict(), (optim.state_dict() if optim is not None else None)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    weights = get_model_state_dict(model, options=options)
-    return weights, (get_optimizer_state_dict(model, optim, options=options) if optim is not None else None)
-
-
 def _load_states(model, optim, weights: dict, optim_state: dict, sharded: bool) -> None:
+    """A full state into the model (FSDP: every rank takes its shards of it; a train_state.pt an FSDP run wrote
+    before checkpoints were sharded)."""
     if not sharded:
         model.load_state_dict(weights)
         optim.load_state_dict(optim_state)
