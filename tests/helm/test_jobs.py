@@ -151,7 +151,7 @@ def test_training_recipe_is_a_valid_config_on_the_checkpoint_volume(rendered, tm
     path = tmp_path / "recipe.yaml"
     path.write_text(config_map["data"][Path(recipe_path).name])
     cfg = load_config(path)  # the trainer's own validation
-    assert cfg.strategy == "fsdp" and cfg.save_every > 0  # resumable: train_state.pt every save_every steps
+    assert cfg.strategy == "fsdp" and cfg.save_every > 0  # resumable: a sharded checkpoint every save_every steps
     checkpoints = next(m for m in container["volumeMounts"] if m["name"] == "checkpoints")
     assert cfg.output_dir.startswith(checkpoints["mountPath"] + "/")
     assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])

@@ -19,7 +19,7 @@ from videoqa.synth.world import WorldConfig
 from videoqa.training.config import load_config
 from videoqa.training.data import IGNORE, _apply_strategy, build_example, load_records
 from videoqa.training.evaluate import evaluate_engine
-from videoqa.training.train import train
+from videoqa.training.train import _latest_sharded, train
 
 pytestmark = pytest.mark.slow
 SMALL = WorldConfig(
@@ -165,32 +165,140 @@ def _torchrun(tmp: Path, data: Path, **kw) -> Path:
     return tmp / "run"
 
 
-def test_torchrun_two_gloo_processes_with_accumulation_equal_one_process(tmp_path: Path, data: Path) -> None:
+RUN = {"max_steps": 4, "grad_accum": 2, "num_workers": 1}  # the torchrun tests' runs (2 processes x batch 2)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, data: Path) -> tuple[dict, list[dict]]:
+    """What the 2-process runs must match: one process x batch 4 (weights, and loss.jsonl rows)."""
+    tmp = tmp_path_factory.mktemp("one")
+    single = train(load_config(_recipe(tmp, data, batch_size=4, **RUN)))
+    rows = [json.loads(line) for line in (tmp / "run" / "loss.jsonl").read_text().splitlines()]
+    return LlavaVideoForCausalLM.from_pretrained(single).checkpoint_state_dict(), rows
+
+
+def _same_grad_norms(rows: list[dict], reference: list[dict]) -> None:
+    """The logged (pre-clip) gradient norm is over the whole model's gradient, every rank's part of it, so it
+    equals one process's; and it is above grad_clip (1.0), so clipping acted on it."""
+    got, want = [r["grad_norm"] for r in rows], [r["grad_norm"] for r in reference]
+    assert len(got) == len(want) == 4 and min(want) > 1.0, want
+    assert all(math.isclose(g, w, rel_tol=1e-4) for g, w in zip(got, want, strict=True)), (got, want)
+
+
+def test_torchrun_two_gloo_processes_with_accumulation_equal_one_process(
+    tmp_path: Path, data: Path, one_process: tuple[dict, list[dict]]
+) -> None:
     # One process x batch 4 and 2 processes x batch 2 see the same examples per micro-batch (each rank takes its
     # slice of the global batch) and the loss is the mean over every labelled token of the step, so the weights
     # agree up to float reduction order, with gradient accumulation over 2 micro-batches.
-    run = {"max_steps": 4, "grad_accum": 2, "num_workers": 1}
-    single = train(load_config(_recipe(tmp_path / "one", data, batch_size=4, **run)))
-    one = LlavaVideoForCausalLM.from_pretrained(single).checkpoint_state_dict()
-    ddp = _torchrun(tmp_path / "ddp", data, batch_size=2, **run)
+    one, one_rows = one_process
+    ddp = _torchrun(tmp_path / "ddp", data, batch_size=2, **RUN)
     rows = [json.loads(line) for line in (ddp / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # logged once (rank 0), not twice
     assert {r["examples"] for r in rows} == {8}  # 2 processes x batch 2 x 2 micro-batches per step
     assert {r["grad_syncs"] for r in rows} == {1}  # no_sync: gradients reduced on the last micro-batch only
+    _same_grad_norms(rows, one_rows)
     final = LlavaVideoForCausalLM.from_pretrained(ddp / "final").checkpoint_state_dict()
     init = LlavaVideoForCausalLM.from_pretrained(ddp / "init").checkpoint_state_dict()
     assert any(not torch.equal(final[k], init[k]) for k in final)
     worst = max((final[k] - one[k]).abs().max().item() for k in final)
     assert worst < 1e-4, worst
 
-    # FSDP2 shards every layer across the 2 processes; the math is the same: so are the weights. Interrupted
-    # after 2 steps (the gathered full state saved) and resumed, it still ends at the uninterrupted weights.
-    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", stop_after=2, **run)
+
+def test_resume_takes_the_latest_complete_sharded_checkpoint(tmp_path: Path) -> None:
+    # A save writes step-N.tmp and renames it once every rank is done: a crash mid-save leaves a .tmp, never
+    # resumed from. Steps are zero-padded, so name order is step order (step 10 after step 9).
+    for name in ("step-00000009", "step-00000010", "step-00000012.tmp"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    latest = _latest_sharded(tmp_path)
+    assert latest is not None and latest.name == "step-00000010"
+    assert _latest_sharded(tmp_path / "elsewhere") is None
+
+
+def test_consolidate_refuses_a_folder_that_is_not_a_sharded_checkpoint(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from videoqa.cli import app
+
+    done = CliRunner().invoke(app, ["consolidate", str(tmp_path), str(tmp_path / "out")])
+    assert done.exit_code == 2 and "(no .metadata)" in done.output, done.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_fsdp_sharded_checkpoint_resumes_and_consolidates_to_one_process_weights(
+    tmp_path: Path, data: Path, one_process: tuple[dict, list[dict]]
+) -> None:
+    """FSDP2 shards every layer across the 2 processes; the math is the same as one process, so are the weights.
+    Interrupted after 2 of 4 steps (a sharded torch.distributed.checkpoint save: each rank writes its own shards)
+    and resumed, it still ends at the uninterrupted weights; the consolidated checkpoint is the served format."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+    from typer.testing import CliRunner
+
+    from videoqa.cli import app
+
+    one, one_rows = one_process
+    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", stop_after=2, **RUN)
+    assert not (fsdp / "final").exists() and not (fsdp / "train_state.pt").exists()  # nothing gathered
+    ckpt = fsdp / "checkpoints" / "step-00000002"
+    assert sorted(p.name for p in (fsdp / "checkpoints").iterdir()) == ["step-00000002"]  # no .tmp left
+
+    # Sharding: every rank wrote its own file, each parameter's rows are split between the two files, and no file
+    # holds the whole model (weights + Adam moments: each file about half of it).
+    meta = FileSystemReader(str(ckpt)).read_metadata()
+    files = {"__0_0.distcp", "__1_0.distcp"}
+    assert {info.relative_path for info in meta.storage_data.values()} == files
+    assert {"rng_rank0.pt", "rng_rank1.pt", "resume.pt"} <= {p.name for p in ckpt.iterdir()}
+    up = next(k for k in meta.state_dict_metadata if k.startswith("model.") and k.endswith("0.mlp.up_proj.weight"))
+    assert {meta.storage_data[i].relative_path for i in meta.storage_data if i.fqn == up} == files
+    tensors = [m for m in meta.state_dict_metadata.values() if isinstance(m, TensorStorageMetadata)]
+    total = sum(m.size.numel() * m.properties.dtype.itemsize for m in tensors)
+    model_bytes = sum(v.numel() * v.element_size() for v in one.values())
+    assert total > 2.5 * model_bytes  # the weights and both Adam moments are in the checkpoint
+    sizes = [(ckpt / f).stat().st_size for f in files]
+    assert max(sizes) < 0.6 * total, (sizes, total)
+
+    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", **RUN)  # resumes from step 2
+    rows = [json.loads(line) for line in (fsdp / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    _same_grad_norms(rows, one_rows)  # clipping under FSDP sees the whole gradient's norm
+    assert sorted(p.name for p in (fsdp / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    final = LlavaVideoForCausalLM.from_pretrained(fsdp / "final").checkpoint_state_dict()  # consolidated at the end
+    assert final.keys() == one.keys()
+    worst = max((final[k] - one[k]).abs().max().item() for k in final)
+    assert worst < 1e-4, worst
+
+    # The separate consolidation (one process, no torch.distributed) writes the same servable checkpoint.
+    out = tmp_path / "served"
+    done = CliRunner().invoke(app, ["consolidate", str(fsdp / "checkpoints" / "step-00000004"), str(out)])
+    assert done.exit_code == 0, done.output
+    assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
+    served = LlavaVideoForCausalLM.from_pretrained(out).checkpoint_state_dict()
+    assert served.keys() == final.keys() and all(torch.equal(served[k], final[k]) for k in final)
+    assert json.loads((out / "config.json").read_text())["num_frames"] == 4  # the trained frame count, as final/
+
+
+def test_fsdp_with_lora_and_no_final_consolidation_equals_one_process_once_consolidated(
+    tmp_path: Path, data: Path
+) -> None:
+    """consolidate_final: false ends the run with its sharded checkpoint alone; `videoqa consolidate` rebuilds the
+    LoRA model from the run's config, reads the shards and merges the adapters: one process's weights. (The ranks'
+    adapters must start alike: FSDP does not broadcast them; dropout 0, as ranks' dropout masks differ.)"""
+    from typer.testing import CliRunner
+
+    from videoqa.cli import app
+
+    run = RUN | {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    single = train(load_config(_recipe(tmp_path / "one", data, batch_size=4, **run)))
+    one = LlavaVideoForCausalLM.from_pretrained(single).checkpoint_state_dict()
+    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", consolidate_final=False, **run)
     assert not (fsdp / "final").exists()
-    fsdp = _torchrun(tmp_path / "fsdp", data, batch_size=2, strategy="fsdp", **run)
-    sharded = LlavaVideoForCausalLM.from_pretrained(fsdp / "final").checkpoint_state_dict()
-    assert sharded.keys() == final.keys()
-    worst = max((sharded[k] - one[k]).abs().max().item() for k in final)
+    out = tmp_path / "served"
+    done = CliRunner().invoke(app, ["consolidate", str(fsdp / "checkpoints" / "step-00000004"), str(out)])
+    assert done.exit_code == 0, done.output
+    served = LlavaVideoForCausalLM.from_pretrained(out).checkpoint_state_dict()
+    assert served.keys() == one.keys()  # adapters merged: the plain served format
+    worst = max((served[k] - one[k]).abs().max().item() for k in one)
     assert worst < 1e-4, worst
 
 

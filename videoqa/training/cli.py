@@ -1,4 +1,4 @@
-"""`videoqa train CONFIG.yaml`."""
+"""`videoqa train CONFIG.yaml`, `videoqa consolidate`, `videoqa eval`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ def register(app: typer.Typer) -> None:
     """Add `videoqa train` to the root app."""
     app.command("train")(train)
     app.command("eval")(evaluate)
+    # A command of its own, not `videoqa train consolidate`: `train` takes the recipe as its argument, and a
+    # typer group cannot also take one.
+    app.command("consolidate")(consolidate)
 
 
 def train(
@@ -32,6 +35,23 @@ def train(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(run(cfg))
+
+
+def consolidate(
+    checkpoint: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="A sharded checkpoint: RUN_DIR/checkpoints/step-N (strategy: fsdp)."
+    ),
+    out_dir: Path = typer.Argument(..., help="Where the servable checkpoint goes (config, safetensors, tokenizer)."),
+) -> None:
+    """Turn a sharded FSDP checkpoint into the checkpoint `videoqa serve` serves, in one process (no torchrun).
+    Rebuilds the model from RUN_DIR/config.yaml: run it where the recipe's relative paths hold (where training
+    was launched). Needs the full model in CPU memory."""
+    from videoqa.training.train import consolidate as run
+
+    try:
+        typer.echo(run(checkpoint, out_dir))
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="CHECKPOINT") from err
 
 
 def evaluate(

@@ -80,6 +80,12 @@ class TrainConfig(BaseModel):
         description="With several processes: ddp (a full model copy each; small models) or fsdp (FSDP2: every "
         "decoder and encoder layer sharded across processes; 7B and up).",
     )
+    consolidate_final: bool = Field(
+        default=True,
+        description="FSDP: at the end, rank 0 consolidates the last sharded checkpoint into final/ (the served "
+        "format; it holds the full model in CPU memory). Off for models one host cannot hold: run `videoqa "
+        "consolidate` later, where memory allows.",
+    )
     device: str | None = Field(default=None, description="cuda / cpu (default: cuda:LOCAL_RANK if available).")
     save_every: int = Field(
         default=0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end)."

@@ -9,7 +9,8 @@ from DataLoader workers (videoqa.training.stream); each process takes its slice 
 are reduced once per optimizer step, and the loss is the mean over every labelled token of the step, so N
 processes x batch B train like one process x batch N*B.
 Resumable: a run restarted with the same config continues from its last checkpoint (data position and RNG
-included) to the same weights.
+included) to the same weights. Under FSDP a checkpoint is sharded (torch.distributed.checkpoint: each rank writes
+its own shards, RUN_DIR/checkpoints/step-N/), and `videoqa consolidate` turns one into the served format.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -52,6 +55,8 @@ if TYPE_CHECKING:
     from transformers import Qwen2ForCausalLM
 
 STATE = "train_state.pt"
+SHARDED = "checkpoints"  # RUN_DIR/checkpoints/step-00000042/: one sharded (DCP) checkpoint per saved step
+RESUME = "resume.pt"  # in a sharded checkpoint: step, schedule, data position (rank 0's)
 
 
 def _setup_distributed() -> tuple[int, int]:
@@ -82,6 +87,9 @@ def _build_model(cfg: TrainConfig, out: Path, checkpointing: bool) -> tuple[Llav
         model.vision_tower.gradient_checkpointing_enable()
         model.language_model.gradient_checkpointing_enable()
     if cfg.lora is not None:
+        # The adapters' random init from the seed alone: rank 0 alone built the tiny checkpoint (drawing from the
+        # RNG), and FSDP shards each rank's own copy without a broadcast, so ranks must init identically.
+        torch.manual_seed(cfg.seed)
         model.language_model = _with_lora(model.language_model, cfg)
     return model, src
 
@@ -308,9 +316,14 @@ def _train(cfg: TrainConfig, remote: WandbRun) -> Path:
     )
     step, micro, skipped_total = 0, 0, 0
     state_path = out / STATE
-    if state_path.exists():  # exact resume: weights, optimizer, schedule, RNG and data position
-        state = torch.load(state_path, weights_only=False)
-        _load_states(model, optim, state["model"], state["optim"], sharded)
+    latest = _latest_sharded(out) if sharded else None
+    if latest is not None or state_path.exists():  # exact resume: weights, optimizer, schedule, RNG, data position
+        if latest is not None:
+            state_path = latest
+            state = _load_sharded(model, optim, latest, rank)
+        else:  # a full state: DDP, one process, or an FSDP run saved before checkpoints were sharded
+            state = torch.load(state_path, weights_only=False)
+            _load_states(model, optim, state["model"], state["optim"], sharded)
         sched.load_state_dict(state["sched"])
         step = state["step"]
         _set_rng_state(state)
@@ -376,6 +389,7 @@ def _train(cfg: TrainConfig, remote: WandbRun) -> Path:
     batches = stream(micro)
     bar = tqdm(total=total, initial=step, desc="training", disable=rank != 0)
     first_step = True
+    saved = state_path  # the latest checkpoint (a sharded save replaces it with its own directory)
     try:
         while step < total:
             t0 = time.perf_counter()
@@ -436,6 +450,7 @@ def _train(cfg: TrainConfig, remote: WandbRun) -> Path:
                     row: dict[str, Any] = {"step": step, "loss": loss_sum / tokens, "lr": sched.get_last_lr()[-1]}
                     row |= {"examples": per_step, "lrs": lrs, "samples_per_s": per_step / step_s}
                     row |= {"visual_tokens_per_s": visual / step_s, "skipped": skipped_total}
+                    row["grad_norm"] = grad_norm  # before clipping, over all ranks' gradients
                     row["elapsed_s"] = time.perf_counter() - t_start  # at step 1 (this launch): time to first step
                     if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
                         row["grad_syncs"] = len(syncs["synced"])  # micro-batches whose gradients were reduced
@@ -448,35 +463,29 @@ def _train(cfg: TrainConfig, remote: WandbRun) -> Path:
                     track.row({"step": step, "val_loss": val}, val=True)
             stopping = cfg.stop_after is not None and step >= cfg.stop_after and step < total
             if (cfg.save_every and step % cfg.save_every == 0) or step == total or stopping:
-                weights, optim_state = _full_states(model, optim, sharded)  # every rank takes part in the gather
-                assert optim_state is not None  # an optimizer was given
-                if rank == 0:
-                    data = {"micro_batch": micro, "global_batch": sampler.global_batch, "skipped": skipped_total}
-                    _save_state(weights, optim_state, sched, step, data, state_path)
+                data = {"micro_batch": micro, "global_batch": sampler.global_batch, "skipped": skipped_total}
+                if sharded:  # every rank writes its own shards; nothing is gathered
+                    saved = _save_sharded(model, optim, sched, step, data, out, rank)
+                elif rank == 0:  # DDP (every rank holds the same full state) or one process
+                    _save_state(model.state_dict(), optim.state_dict(), sched, step, data, out / STATE)
             if stopping:
-                return out / STATE
+                return saved
     finally:
         bar.close()
         track.close()
         skipped_log.close()
         batches.close()  # ends the DataLoader's worker processes
     final = out / "final"
-    if sharded:  # gather the full weights into a plain copy of the model on rank 0
-        weights, _ = _full_states(model, None, True)
-        if rank == 0:
-            model = _build_model(cfg, out, checkpointing=False)[0]
-            model.load_state_dict(weights)
     if rank == 0:
-        model.eval()
-        if cfg.lora is not None:  # the served format has no adapters: fold them into the weights
-            lora_lm = cast("PeftModel", model.language_model)  # what _with_lora put there
-            model.language_model = cast("Qwen2ForCausalLM", lora_lm.merge_and_unload())
-        model.to("cpu")
-        if cfg.fps is None:  # served with the frame count it learned on, unless a request says otherwise
-            model.config.num_frames = cfg.num_frames
-        model.save_pretrained(final)
-        tokenizer.save_pretrained(final)
+        if not sharded:
+            _save_servable(model, tokenizer, cfg, final)
+        elif cfg.consolidate_final:  # from the sharded checkpoint just written, as `videoqa consolidate` does
+            _consolidate(cfg, out, saved, final)
+        else:
+            print(f"sharded checkpoint {saved}; servable copy: videoqa consolidate {saved} OUT_DIR", file=sys.stderr)
         plot_loss(out / "loss.jsonl", out / "loss.png")
+    if sharded and not cfg.consolidate_final:
+        final = saved
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -519,18 +528,9 @@ def _shard(model: LlavaVideoForCausalLM) -> None:
     fully_shard(model)
 
 
-def _full_states(model, optim, sharded: bool) -> tuple[dict, dict | None]:
-    """Unsharded state dicts under module names (the same model, LoRA included, is rebuilt on resume)."""
-    if not sharded:
-        return model.state_dict(), (optim.state_dict() if optim is not None else None)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    weights = get_model_state_dict(model, options=options)
-    return weights, (get_optimizer_state_dict(model, optim, options=options) if optim is not None else None)
-
-
 def _load_states(model, optim, weights: dict, optim_state: dict, sharded: bool) -> None:
+    """A full state into the model (FSDP: every rank takes its shards of it; a train_state.pt an FSDP run wrote
+    before checkpoints were sharded)."""
     if not sharded:
         model.load_state_dict(weights)
         optim.load_state_dict(optim_state)
@@ -556,6 +556,104 @@ def _save_state(weights: dict, optim_state: dict, sched, step: int, data: dict, 
         tmp,
     )
     tmp.replace(path)
+
+
+def _save_servable(model: LlavaVideoForCausalLM, tokenizer, cfg: TrainConfig, final: Path) -> None:
+    """The served format (config + safetensors + tokenizer): what the end of a run and `videoqa consolidate`
+    write."""
+    model.eval()
+    if cfg.lora is not None:  # the served format has no adapters: fold them into the weights
+        lora_lm = cast("PeftModel", model.language_model)  # what _with_lora put there
+        model.language_model = cast("Qwen2ForCausalLM", lora_lm.merge_and_unload())
+    model.to("cpu")
+    if cfg.fps is None:  # served with the frame count it learned on, unless a request says otherwise
+        model.config.num_frames = cfg.num_frames
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+
+
+def _sharded_dir(out: Path, step: int) -> Path:
+    return out / SHARDED / f"step-{step:08d}"
+
+
+def _latest_sharded(out: Path) -> Path | None:
+    """The newest complete sharded checkpoint: a save is written under step-N.tmp and renamed to step-N only
+    after every rank has finished, so a step-N directory is whole."""
+    done = sorted(p for p in (out / SHARDED).glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+    return done[-1] if done else None
+
+
+def _save_sharded(model, optim, sched, step: int, data: dict, out: Path, rank: int) -> Path:
+    """A torch.distributed.checkpoint save: each rank writes the shards it holds of the weights and of the
+    optimizer state (`__RANK_0.distcp`; rank 0 also the `.metadata` index), its own RNG state (`rng_rankR.pt`:
+    ranks differ, e.g. dropout masks), and rank 0 the schedule, step and data position (`resume.pt`).
+    Written to step-N.tmp and renamed when every rank is done: a crash mid-save leaves the previous checkpoint
+    the latest. The output directory must be one file system for all ranks (as for the full save)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    target = _sharded_dir(out, step)
+    tmp = target.with_name(target.name + ".tmp")
+    if rank == 0 and tmp.exists():  # what a save that crashed left
+        shutil.rmtree(tmp)
+    dist.barrier()
+    weights, optim_state = get_state_dict(model, optim)  # this rank's shards (DTensors), no gather
+    dcp.save({"model": weights, "optim": optim_state}, checkpoint_id=tmp)  # ends with a barrier of its own
+    torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
+    if rank == 0:
+        torch.save({"sched": sched.state_dict(), "step": step, "data": data}, tmp / RESUME)
+    dist.barrier()  # every rank's files are in tmp
+    if rank == 0:
+        if target.exists():  # the same step saved by an earlier launch
+            shutil.rmtree(target)
+        tmp.rename(target)
+    dist.barrier()  # no rank goes on (or resumes) before the checkpoint is complete
+    return target
+
+
+def _load_sharded(model, optim, checkpoint: Path, rank: int) -> dict:
+    """Each rank reads its shards of a sharded checkpoint into the (sharded) model and optimizer; returns the
+    resume state with this rank's RNG."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    weights, optim_state = get_state_dict(model, optim)
+    dcp.load({"model": weights, "optim": optim_state}, checkpoint_id=checkpoint)  # in place, into these dicts
+    set_state_dict(model, optim, model_state_dict=weights, optim_state_dict=optim_state)
+    resume = torch.load(checkpoint / RESUME, weights_only=False)
+    rng = checkpoint / f"rng_rank{rank}.pt"
+    if not rng.exists():  # resumed on more ranks than saved: the data order is the same, the RNG stream is not
+        print(f"{rng} missing: rank {rank} resumes with rank 0's RNG state", file=sys.stderr)
+        rng = checkpoint / "rng_rank0.pt"
+    return resume | torch.load(rng, weights_only=False)
+
+
+def _consolidate(cfg: TrainConfig, out: Path, checkpoint: Path, final: Path) -> Path:
+    """A sharded checkpoint into the served format, in this process alone (no process group needed): the model
+    rebuilt as trained (LoRA included), every shard read into its full CPU state dict, then saved as the end of
+    a run saves."""
+    import torch.distributed.checkpoint as dcp
+
+    model, src = _build_model(cfg, out, checkpointing=False)
+    weights = model.state_dict()
+    # no_dist: read all shards here, whether or not a process group exists (rank 0 at the end of a run); DCP
+    # warns that it assumes exactly that.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"model": weights}, checkpoint_id=checkpoint, no_dist=True)
+    model.load_state_dict(weights)
+    _save_servable(model, AutoTokenizer.from_pretrained(src), cfg, final)
+    return final
+
+
+def consolidate(checkpoint: Path, final: Path) -> Path:
+    """`videoqa consolidate RUN_DIR/checkpoints/step-N OUT_DIR`: the run's resolved recipe (RUN_DIR/config.yaml)
+    says how to rebuild the model; OUT_DIR gets the servable checkpoint."""
+    if not (checkpoint / ".metadata").is_file():
+        raise ValueError(f"{checkpoint} is not a sharded checkpoint (no .metadata)")
+    run = checkpoint.parent.parent
+    cfg = load_config(run / "config.yaml", {"output_dir": str(run)})
+    return _consolidate(cfg, run, checkpoint, final)
 
 
 def plot_loss(log: Path, png: Path) -> None:
