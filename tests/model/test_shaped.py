@@ -146,12 +146,16 @@ def test_converted_checkpoint_has_the_real_geometry_and_the_paper_token_count(sh
     gc.collect()
 
 
+NARROW_72B = ("--intermediate", "1024")
+"""A 72B-shaped checkpoint a test can hold: one 72B-wide layer in float32 is ~3.5 GB, the 29568-wide MLP alone ~2.9
+GB; narrowed to 1024, everything video-facing keeps its real size (hidden 8192, 64 heads / 8 KV heads of 128, the
+1152 -> 8192 projector, the SigLIP tower)."""
+
+
 @pytest.mark.slow
 def test_72b_shaped_slowfast_converts_to_the_paper_layout(shaped) -> None:
-    # One 72B-wide layer in float32 is ~3.5 GB (the 29568-wide MLP alone ~2.9 GB), more than a test may hold here, so
-    # only the LM MLP is narrowed (--intermediate 1024); everything video-facing keeps its real size: hidden 8192,
-    # 64 heads / 8 KV heads of 128, the 1152 -> 8192 projector, the SigLIP tower. Written in bfloat16 like a release.
-    init = ("--intermediate", "1024", "--dtype", "bfloat16")
+    # NARROW_72B, written in bfloat16 like a release.
+    init = (*NARROW_72B, "--dtype", "bfloat16")
     original, carried = shaped("llava-video-72b", *init)
     cfg = json.loads((original / "config.json").read_text())
     assert (cfg["add_faster_video"], cfg["faster_token_stride"]) == (True, 3)
@@ -216,7 +220,7 @@ def _tp_projector_worker(rank: int, port: int, ckpts: list[str], out: str) -> No
 
 @pytest.mark.slow
 def test_projector_splits_over_two_tensor_parallel_ranks(shaped, tmp_path: Path) -> None:
-    ckpts = [shaped("llava-video-0.5b")[1], shaped("llava-video-7b")[1]]
+    ckpts = [shaped("llava-video-0.5b")[1], shaped("llava-video-7b")[1], shaped("llava-video-72b", *NARROW_72B)[1]]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -235,7 +239,9 @@ def test_projector_splits_over_two_tensor_parallel_ranks(shaped, tmp_path: Path)
     assert [p.exitcode for p in procs] == [0, 0]
     for rank in range(2):
         for (hidden, *_), result in zip(
-            [REAL["llava-video-0.5b"], REAL["llava-video-7b"]], torch.load(tmp_path / f"rank{rank}.pt"), strict=True
+            [REAL[like] for like in ("llava-video-0.5b", "llava-video-7b", "llava-video-72b")],
+            torch.load(tmp_path / f"rank{rank}.pt"),
+            strict=True,
         ):
             # Column-parallel linear_1 holds half the output rows, row-parallel linear_2 half the input columns;
             # the all-reduce after linear_2 gives every rank the full output.
@@ -275,11 +281,16 @@ class Pair:
 
 @pytest.fixture(
     scope="module",
-    params=["llava-video-0.5b", pytest.param("llava-video-7b", marks=pytest.mark.slow)],
-    ids=["0.5b", "7b"],
+    params=[
+        "llava-video-0.5b",
+        pytest.param("llava-video-7b", marks=pytest.mark.slow),
+        pytest.param("llava-video-72b", marks=pytest.mark.slow),
+    ],
+    ids=["0.5b", "7b", "72b"],
 )
 def pair(request: pytest.FixtureRequest, shaped) -> Iterator[Pair]:
-    p = Pair(shaped(request.param)[1])
+    # The 72b with its SlowFast layout as converted by default (the frame token carried), MLP narrowed as above.
+    p = Pair(shaped(request.param, *(NARROW_72B if request.param == "llava-video-72b" else ()))[1])
     yield p
     del p.llm, p.ref
     gc.collect()
