@@ -20,7 +20,7 @@ from tests.utils.fake_engine import FakeEngine
 from videoqa.model.layout import num_video_tokens
 from videoqa.service.app import create_app
 from videoqa.service.settings import Settings
-from videoqa.video.testing import read_pattern
+from videoqa.video.testing import make_test_video, read_pattern
 
 
 class Gateway:
@@ -193,10 +193,12 @@ def test_job_listing_refuses_query_parameters_it_does_not_know_by_name(gw: Gatew
     assert gw.client.get("/v1/jobs", params={"status": "done"}).json()["error"]["param"] == "status"
 
 
-def test_the_access_log_line_carries_the_requests_timings(gw: Gateway, videos, caplog) -> None:
+def test_the_access_log_line_carries_the_requests_timings(gw: Gateway, tmp_path: Path, caplog) -> None:
     # A data: URL goes through the fetcher like any URL (the fake engine has no prefill to time: the engine tier,
-    # test_openai_conformance.py, checks prefill_seconds in the JSON line).
-    url = "data:video/mp4;base64," + base64.b64encode(videos["short"].read_bytes()).decode()
+    # test_openai_conformance.py, checks prefill_seconds in the JSON line). A video no other test sends, so its
+    # frames are decoded here, not served from the module's frame cache (decode_seconds is a miss's field).
+    video = make_test_video(tmp_path / "access_log.mp4", seconds=2, fps=6, size=(112, 80))
+    url = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
     with caplog.at_level(logging.INFO, logger="videoqa.access"):
         r = gw.client.post("/v1/video/qa", json={"video_url": url, "question": "What moves?", "num_frames": 2})
     assert r.status_code == 200, r.text
