@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.training.test_train import SMALL
+from tests.utils.recipes import write_recipe
 from videoqa.synth.demo import run_demo
 from videoqa.training import train as train_module
 from videoqa.training.config import load_config
@@ -53,10 +53,7 @@ def _recipe(tmp: Path, data: Path, **kw: object) -> Path:
         "tensorboard": False,
         "wandb": {"tags": ["test"]},
     } | kw
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "recipe.yaml"
-    path.write_text("# videoqa train recipe.yaml\n" + yaml.safe_dump(cfg))
-    return path
+    return write_recipe(tmp, cfg)
 
 
 def _records(run_file: Path) -> list:

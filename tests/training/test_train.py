@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import AutoTokenizer
 
+from tests.utils.recipes import write_recipe
 from videoqa.model.llava_video import LlavaVideoForCausalLM
 from videoqa.synth.demo import run_demo
 from videoqa.synth.world import WorldConfig
@@ -56,10 +56,7 @@ def _recipe(tmp: Path, data: Path, **kw) -> Path:
         "lr_vision": 1e-3,
         "seed": 0,
     } | kw
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "recipe.yaml"
-    path.write_text("# videoqa train recipe.yaml\n" + yaml.safe_dump(cfg))
-    return path
+    return write_recipe(tmp, cfg)
 
 
 def test_data_mix_strategies() -> None:
