@@ -48,3 +48,25 @@ def test_frames_table_and_errors(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "not_a_video" in bad.output
     both = CliRunner().invoke(app, ["frames", str(video), "--frames", "3", "--fps", "1"])
     assert both.exit_code == 2
+
+
+def test_frames_start_up_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """`videoqa frames` in a fresh interpreter loads no pydantic (typer 0.29's option adapters), torch, web app,
+    worker pool or rich tables for --json: what its start-up is made of (docs/video.md), checked by module, not
+    by a timer."""
+    import subprocess
+    import sys
+
+    video = make_test_video(tmp_path / "v.mp4", seconds=1, fps=8)
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = ['videoqa', 'frames', {str(video)!r}, '--frames', '2', '--json']\n"
+        "try:\n    runpy.run_module('videoqa.cli', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    loaded = set(out.split("MODULES ", 1)[1].split())
+    assert {"av", "numpy", "videoqa.video.sampler"} <= loaded  # it did sample
+    heavy = ["pydantic", "torch", "fastapi", "multiprocessing", "asyncio", "rich.table", "PIL"]
+    assert [m for m in heavy if m in loaded] == []
