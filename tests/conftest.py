@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.utils.net import free_port, wait_http
+from tests.utils.procs import stop_process
+from tests.utils.servers import ENGINE_TOKEN, videoqa_env
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -172,3 +179,75 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---- the session engine and per-module gateways (service and training tests) ------------------------------------
+# One `videoqa engine` (split mode) for the whole session; gateways (`videoqa serve --engine-url ...`) started per
+# test module with the settings they need.
+
+
+@pytest.fixture(scope="session")
+def engine_url(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("engine") / "engine.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "videoqa.cli", "engine", "--model", str(tiny_checkpoint), "--port", str(port)],
+        env=videoqa_env(dtype="float32", max_model_len="4096", engine_api_token=ENGINE_TOKEN),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/internal/health", 900, proc)  # generous: CI machines may be shared
+        yield url
+    finally:
+        stop_process(proc)
+
+
+class Gateway:
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+# Module scope: a module's gateways (each with its decode workers) stop when the module is done, instead of ~20 of
+# them idling beside the rest of the session.
+@pytest.fixture(scope="module")
+def start_gateway(engine_url: str, tiny_checkpoint: Path, tmp_path_factory) -> Iterator[Callable[..., Gateway]]:
+    started: list[Gateway] = []
+
+    def start(**settings: str) -> Gateway:
+        port = free_port()
+        workdir = tmp_path_factory.mktemp("gateway")
+        settings = {
+            "engine_url": engine_url,
+            "engine_api_token": ENGINE_TOKEN,
+            "model": str(tiny_checkpoint),
+            "data_dir": str(workdir / "data"),
+            "decode_workers": "1",
+            **settings,
+        }
+        log = workdir / "gateway.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "videoqa.cli", "serve", "--port", str(port)],
+            env=videoqa_env(**settings),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        gw = Gateway(proc, f"http://127.0.0.1:{port}", log)
+        started.append(gw)
+        try:
+            wait_http(f"{gw.url}/readyz", 300, proc)
+        except Exception:
+            raise RuntimeError(f"gateway failed to start:\n{log.read_text()[-3000:]}") from None
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()

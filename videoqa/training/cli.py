@@ -1,4 +1,4 @@
-"""`videoqa train CONFIG.yaml`, `videoqa consolidate`, `videoqa eval`."""
+"""`videoqa train CONFIG.yaml`, `videoqa consolidate`, `videoqa eval`, `videoqa lmms-task`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
     # A command of its own, not `videoqa train consolidate`: `train` takes the recipe as its argument, and a
     # typer group cannot also take one.
     app.command("consolidate")(consolidate)
+    app.command("lmms-task")(lmms_task)
 
 
 def train(
@@ -95,3 +96,18 @@ def evaluate(
     typer.echo(markdown(result))
     if json_out:
         write_reports(result, json_out)
+
+
+def lmms_task(
+    data: Path = typer.Argument(..., exists=True, help="Data folder (data_mix.yaml), mix YAML or 178K json."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the task into (lmms-eval's --include_path)."),
+    name: str = typer.Option("videoqa_mc", "--name", help="Task name (lmms-eval's --tasks)."),
+) -> None:
+    """Write DATA's multiple-choice questions as an lmms-eval task, scored by generated letter as `videoqa eval`."""
+    from videoqa.training.lmms.task import write_task
+
+    try:
+        path = write_task(data, out, name)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from err
+    typer.echo(f"wrote {path}; run: lmms-eval --model videoqa --include_path {out} --tasks {name} ...")

@@ -15,9 +15,8 @@ import numpy as np
 from videoqa.model.layout import max_frames_for_budget, num_video_tokens
 from videoqa.model.prompt import IMAGE_TAG
 from videoqa.training.data import load_records
+from videoqa.training.lmms.scoring import answer_letter
 from videoqa.video import SamplingSpec
-
-LETTER = re.compile(r"^\s*([A-D])\b")
 
 
 def _answer_letter(record: dict) -> str:
@@ -184,10 +183,9 @@ async def evaluate_engine(
         await engine.stop()
     rows = []
     for i, (r, text) in enumerate(zip(mc, mc_out, strict=True)):
-        m = LETTER.match(text)
         row = {
             "type": r.get("question_type", "unknown"),
-            "correct": bool(m and m.group(1) == _answer_letter(r)),
+            "correct": answer_letter(text) == _answer_letter(r),
             "chance": _chance(r),
         }
         if likelihood:
