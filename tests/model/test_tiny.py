@@ -33,3 +33,18 @@ def test_default_checkpoint_prefers_the_shipped_demo(tmp_path: Path, monkeypatch
     monkeypatch.setenv("VIDEOQA_CACHE_DIR", str(tmp_path / "cache"))
     assert tiny.default_checkpoint() == demo
     assert not (tmp_path / "cache").exists()
+
+
+def test_initializer_range_sets_the_lm_weights_scale(tmp_path: Path) -> None:
+    """TinySpec.initializer_range is the std the LM's matrices and embeddings start from (the learnability
+    ladder's lever: 0.09 at width 128 instead of Qwen2's 0.02); the tower keeps its own init."""
+    from videoqa.model.llava_video import LlavaVideoForCausalLM
+
+    for std in (0.02, 0.09):
+        out = tiny.init_tiny(tmp_path / str(std), spec=tiny.TinySpec(initializer_range=std))
+        model = LlavaVideoForCausalLM.from_pretrained(out)
+        lm = model.language_model.model
+        for weight in (lm.embed_tokens.weight, lm.layers[0].self_attn.q_proj.weight, lm.layers[1].mlp.up_proj.weight):
+            assert float(weight.detach().std()) == pytest.approx(std, rel=0.05)
+    with pytest.raises(ValueError, match="initializer_range"):
+        tiny.TinySpec(initializer_range=0.0)

@@ -57,10 +57,16 @@ class TinySpec:
     """Target BPE vocabulary size (the trained vocabulary may be smaller)."""
     max_frames: int = 64
     """Frames per video the engine is profiled for."""
+    initializer_range: float = 0.02
+    """Std of the LM's initial weights (Qwen2's 0.02). At the tiny width that scale leaves the LM on a plateau it
+    did not leave in 20,000 steps of the learnability ladder's first rung; ~1/sqrt(hidden) (0.09 at 128) learns
+    it in a few hundred (docs/training.md, "Learnability ladder")."""
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if not 0 < self.initializer_range <= 1:
+            raise ValueError(f"initializer_range {self.initializer_range} must be in (0, 1]")
         if self.hidden % self.heads or self.hidden // self.heads < 32:
             raise ValueError(f"hidden {self.hidden} / heads {self.heads} must give head_dim >= 32 (vLLM CPU)")
 
@@ -98,6 +104,7 @@ def init_tiny(out: str | Path, seed: int = 0, layout: VideoLayout | None = None,
             "vocab_size": vocab,
             "tie_word_embeddings": spec.tie_word_embeddings,
             "rope_theta": 1000000.0,
+            "initializer_range": spec.initializer_range,
             "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
             "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
         },

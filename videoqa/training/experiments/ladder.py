@@ -440,6 +440,7 @@ def frames(
     heads: int = 2,
     kv_heads: int = 1,
     hidden: int = 128,
+    init_std: float | None = None,
     curriculum: int = 0,
     tag: str = "",
 ) -> None:
@@ -456,6 +457,7 @@ def frames(
         seed=seed,
         projector_norm=projector_norm,
         curriculum=curriculum,
+        init_std=init_std,
         tag=tag,
     )
     setup.tiny |= {"heads": heads, "kv_heads": kv_heads, "hidden": hidden}
