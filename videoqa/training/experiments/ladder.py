@@ -118,7 +118,7 @@ class Setup:
     projector_norm: bool = False
     """Lever: LayerNorm on the projector output, then a learned scale initialised to the text embeddings' RMS."""
     aux: float = 0.0
-    """Lever: share of training examples that ask `AUX_PROMPT` instead (rung 1)."""
+    """Lever: share of training examples that ask `AUX_PROMPT` instead (rungs 1 and 2)."""
     curriculum: int = 0
     """Lever: for this many first steps every question names the same colour."""
     init_std: float | None = None
@@ -185,9 +185,17 @@ class Frames:
         scene.objects = [SceneObject(0, colour, rng.choice(SHAPES), "left", 0.0, start, 0.0, 1.0)]
         return frames_to_pixel_values(render_frame(scene, 0.0, scene.object_size)[None], self.size)[0]
 
-    def example(self, rng: random.Random, only: str | None = None) -> Example:
-        """A Binary example; `only`: the question names this colour (curriculum)."""
+    def example(self, rng: random.Random, aux: bool = False, only: str | None = None) -> Example:
+        """A Binary example; `only`: the question names this colour (curriculum). `aux`: instead, every frame
+        shows one colour and the question is "Which colour is the object?", answered by that colour's word (LLaVA's
+        stage-1 idea: visual tokens learn to say what colour they show, which the Binary question then compares)."""
         most = min(4, self.frames)
+        if aux:
+            colour = rng.choice(COLOUR_NAMES)
+            ids = self.tokenizer.encode(AUX_PROMPT.format(video=VIDEO_TOKEN))
+            ids = expand_video_placeholders(ids, self.video_id, [self.count])
+            pixels = torch.stack([rng.choice(self.bank[colour]) for _ in range(self.frames)])
+            return Example(ids, self.tokenizer.encode(colour)[0], True, pixels)
         if only is None:
             shown = rng.sample(COLOUR_NAMES, rng.randint(1, most))
             present = rng.random() < 0.5
@@ -341,10 +349,7 @@ def run(setup: Setup, out: Path = OUT) -> dict:
     bar = tqdm(range(1, setup.steps + 1), desc=f"{setup.rung} N={setup.n_tokens}{setup.tag}", unit="step")
     for step in bar:
         only = COLOUR_NAMES[0] if step <= setup.curriculum else None
-        if isinstance(task, Tokens):
-            batch = [task.example(rng, aux=rng.random() < setup.aux, only=only) for _ in range(setup.batch)]
-        else:
-            batch = [task.example(rng, only=only) for _ in range(setup.batch)]
+        batch = [task.example(rng, aux=rng.random() < setup.aux, only=only) for _ in range(setup.batch)]
         logits, answers = answer_logits(batch)
         loss = torch.nn.functional.cross_entropy(logits, answers)
         optim.zero_grad(set_to_none=True)
@@ -441,6 +446,7 @@ def frames(
     kv_heads: int = 1,
     hidden: int = 128,
     init_std: float | None = None,
+    aux: float = 0.0,
     curriculum: int = 0,
     tag: str = "",
 ) -> None:
@@ -458,6 +464,7 @@ def frames(
         projector_norm=projector_norm,
         curriculum=curriculum,
         init_std=init_std,
+        aux=aux,
         tag=tag,
     )
     setup.tiny |= {"heads": heads, "kv_heads": kv_heads, "hidden": hidden}
