@@ -81,3 +81,24 @@ def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer, on
         assert ex.answer == (task.yes if asked in shown else task.no)
         yes += ex.present
     assert 15 < yes < 45
+
+
+def test_frames_aux_question_is_answered_by_the_colour_every_frame_shows(tokenizer) -> None:
+    config = LlavaVideoConfig(
+        vision_config={"model_type": "siglip_vision_model", "image_size": 126, "patch_size": 14},
+        text_config={"model_type": "qwen2"},
+        video_layout=VideoLayout().to_dict(),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+    )
+    task = Frames(tokenizer, config, frames=2, bank=4, seed=0)
+    answered = set()
+    for i in range(30):
+        ex = task.example(random.Random(i), aux=True)
+        assert "Which colour is the object?" in tokenizer.decode(ex.input_ids)
+        rgb = ((ex.frames.permute(0, 2, 3, 1).numpy() * 0.5 + 0.5) * 255).round()  # [F, S, S, 3]
+        per_frame = [[c for c in COLOUR_NAMES if (np.abs(f - COLOURS[c]).max(-1) <= 2).sum() >= 20] for f in rgb]
+        (colour,) = {cs[0] for cs in per_frame if len(cs) == 1}
+        assert all(len(cs) == 1 for cs in per_frame)
+        assert tokenizer.decode([ex.answer]) == colour
+        answered.add(colour)
+    assert len(answered) >= 4  # the asked colour varies
