@@ -58,12 +58,7 @@ def test_tokens_aux_question_is_answered_by_the_one_colour_shown(tokenizer) -> N
 
 @pytest.mark.parametrize("only", [None, "blue"])
 def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer, only: str | None) -> None:
-    config = LlavaVideoConfig(
-        vision_config={"model_type": "siglip_vision_model", "image_size": 126, "patch_size": 14},
-        text_config={"model_type": "qwen2"},
-        video_layout=VideoLayout().to_dict(),
-        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
-    )
+    config = _config(tokenizer)
     task = Frames(tokenizer, config, frames=4, bank=4, seed=0)
     count = num_video_tokens(config.layout, 4, config.grid)
     yes = 0
@@ -84,12 +79,7 @@ def test_frames_answer_says_whether_a_frame_shows_the_asked_colour(tokenizer, on
 
 
 def test_frames_aux_question_is_answered_by_the_colour_every_frame_shows(tokenizer) -> None:
-    config = LlavaVideoConfig(
-        vision_config={"model_type": "siglip_vision_model", "image_size": 126, "patch_size": 14},
-        text_config={"model_type": "qwen2"},
-        video_layout=VideoLayout().to_dict(),
-        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
-    )
+    config = _config(tokenizer)
     task = Frames(tokenizer, config, frames=2, bank=4, seed=0)
     answered = set()
     for i in range(30):
@@ -102,3 +92,13 @@ def test_frames_aux_question_is_answered_by_the_colour_every_frame_shows(tokeniz
         assert tokenizer.decode([ex.answer]) == colour
         answered.add(colour)
     assert len(answered) >= 4  # the asked colour varies
+
+
+def _config(tokenizer) -> LlavaVideoConfig:
+    """The tiny tower geometry the frames rung renders for (126 px, patch 14), with this tokenizer's video token."""
+    return LlavaVideoConfig(
+        vision_config={"model_type": "siglip_vision_model", "image_size": 126, "patch_size": 14},
+        text_config={"model_type": "qwen2"},
+        video_layout=VideoLayout().to_dict(),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+    )
