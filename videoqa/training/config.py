@@ -49,9 +49,9 @@ class TrainConfig(BaseModel):
     model: str = Field(description="Checkpoint dir to start from, or 'tiny' for a random tiny one (seeded).")
     data: str = Field(description="A LLaVA-Video-178K json file, or a data-mix YAML (list of json_path/strategy).")
     output_dir: str = Field(description="Where checkpoints, the loss log and the loss curve go.")
-    tiny: dict[str, int | bool] = Field(
+    tiny: dict[str, bool | int | float] = Field(
         default_factory=dict,
-        description="TinySpec overrides when model is 'tiny' (e.g. {layers: 4}); see videoqa.model.tiny.TinySpec.",
+        description="TinySpec overrides when model is 'tiny' (e.g. {layers: 4, initializer_range: 0.09}); see videoqa.model.tiny.TinySpec.",
     )
     video_root: str | None = Field(
         default=None, description="Base for records' relative video paths (default: the data file's folder)."

@@ -72,7 +72,7 @@ def _load_model(cfg: TrainConfig, out: Path) -> tuple[LlavaVideoForCausalLM, Pat
 
         src = out / "init"
         if not (src / "config.json").exists():
-            overrides: dict[str, Any] = dict(cfg.tiny)  # TinySpec fields by name; each an int or a bool
+            overrides: dict[str, Any] = dict(cfg.tiny)  # TinySpec fields by name (ints, floats, bools)
             init_tiny(src, seed=cfg.seed, spec=TinySpec(**overrides))
     else:
         src = Path(cfg.model)
