@@ -47,7 +47,7 @@ def make_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[.
 # use its fixtures that way. The tier follows from the fixtures a test uses instead (directly or through other
 # fixtures: item.fixturenames is the whole closure), so a test that needs the session engine can never land in the
 # fast tier. Tests that start an engine themselves are marked `engine` in their module.
-TIER_FIXTURES = {"engine_url": "engine", "start_gateway": "engine", "redis_server": "redis"}
+TIER_FIXTURES = {"engine_url": "engine", "start_gateway": "engine", "demo_gateway": "engine", "redis_server": "redis"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker (the mark plugin's own modifyitems hook)
@@ -216,6 +216,26 @@ class Gateway:
         stop_process(self.proc)
 
 
+def launch_gateway(workdir: Path, **settings: str) -> Gateway:
+    """`videoqa serve` on a free port with these settings (env vars), logging to workdir; returns once ready."""
+    port = free_port()
+    settings = {"data_dir": str(workdir / "data"), "decode_workers": "1", **settings}
+    log = workdir / "gateway.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "videoqa.cli", "serve", "--port", str(port)],
+        env=videoqa_env(**settings),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    gw = Gateway(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_http(f"{gw.url}/readyz", 300, proc)
+    except Exception:
+        gw.stop()
+        raise RuntimeError(f"gateway failed to start:\n{log.read_text()[-3000:]}") from None
+    return gw
+
+
 # Module scope: a module's gateways (each with its decode workers) stop when the module is done, instead of ~20 of
 # them idling beside the rest of the session.
 @pytest.fixture(scope="module")
@@ -223,31 +243,25 @@ def start_gateway(engine_url: str, tiny_checkpoint: Path, tmp_path_factory) -> I
     started: list[Gateway] = []
 
     def start(**settings: str) -> Gateway:
-        port = free_port()
-        workdir = tmp_path_factory.mktemp("gateway")
         settings = {
             "engine_url": engine_url,
             "engine_api_token": ENGINE_TOKEN,
             "model": str(tiny_checkpoint),
-            "data_dir": str(workdir / "data"),
-            "decode_workers": "1",
             **settings,
         }
-        log = workdir / "gateway.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "videoqa.cli", "serve", "--port", str(port)],
-            env=videoqa_env(**settings),
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        gw = Gateway(proc, f"http://127.0.0.1:{port}", log)
+        gw = launch_gateway(tmp_path_factory.mktemp("gateway"), **settings)
         started.append(gw)
-        try:
-            wait_http(f"{gw.url}/readyz", 300, proc)
-        except Exception:
-            raise RuntimeError(f"gateway failed to start:\n{log.read_text()[-3000:]}") from None
         return gw
 
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`make serve`'s embedded default: no model configured, so the shipped demo checkpoint on an in-process engine.
+    One for the session: the tests that only ask it questions share its engine start."""
+    gw = launch_gateway(tmp_path_factory.mktemp("demo-gateway"), engine_url="", model="")
+    yield gw
+    gw.stop()

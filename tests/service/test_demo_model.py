@@ -12,8 +12,8 @@ from videoqa.synth.world import WorldConfig, make_scene, render_video
 pytestmark = pytest.mark.engine
 
 
-def test_the_embedded_default_answers_questions_about_a_video_correctly(start_gateway, tmp_path) -> None:
-    gw = start_gateway(engine_url="", model="")  # embedded mode, default checkpoint
+def test_the_embedded_default_answers_questions_about_a_video_correctly(demo_gateway, tmp_path) -> None:
+    gw = demo_gateway  # embedded mode, default checkpoint
     info = httpx.get(f"{gw.url}/v1/models", timeout=30).json()["data"][0]
     assert info["id"] == "demo_checkpoint"
     world = WorldConfig.preset("simple")

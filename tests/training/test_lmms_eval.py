@@ -74,11 +74,11 @@ def test_lmms_task_holds_the_multiple_choice_questions_as_eval_asks_them(tmp_pat
         write_task(tmp_path / "open.json", tmp_path / "task2")
 
 
-def test_lmms_eval_scores_the_gateway_on_the_task(tmp_path: Path, start_gateway) -> None:
+def test_lmms_eval_scores_the_gateway_on_the_task(tmp_path: Path, demo_gateway) -> None:
     assert LMMS_PYTHON.exists(), "no .venv-lmms: run scripts/lmms-eval-env.sh (make setup does)"
     # The embedded demo checkpoint (in-process engine): it answers in words, where the session's random tiny
     # checkpoint says nothing before lmms-eval's "\n\n" stop, and equal empty answers would prove nothing.
-    gw = start_gateway(engine_url="", model="")
+    gw = demo_gateway
     task = write_task(_data(tmp_path / "data"), tmp_path / "task", "tiny_mc")
     out = tmp_path / "out"
     env = {
