@@ -69,6 +69,14 @@ def test_checkpoint_keys_follow_the_documented_format(tiny_checkpoint: Path) -> 
     assert "language_model.lm_head.weight" not in keys  # tied in the tiny spec
 
 
+def test_the_chat_template_does_not_depend_on_the_order_of_the_control_tokens() -> None:
+    # The tiny builder and the converter list the same tokens in different orders; the shipped checkpoints' template
+    # must come out the same from either, so that rebuilding one changes no file it does not mean to.
+    from videoqa.model.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, chat_template
+
+    assert chat_template(list(reversed(SPECIAL_TOKENS))) == chat_template(sorted(SPECIAL_TOKENS)) == CHAT_TEMPLATE
+
+
 def test_tokenizer_special_tokens_and_chat_template(tiny_checkpoint: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     for special in ("<|im_start|>", "<|im_end|>", "<|endoftext|>", VIDEO_TOKEN, "<image>"):

@@ -30,7 +30,7 @@ def chat_template(control_tokens: Sequence[str]) -> str:
     text through the template, so the gateway keeps such text, as plain characters.
     The `for part in message['content']` loop is also how vLLM detects that it should pass parts, not strings.
     """
-    controls = json.dumps(list(control_tokens))
+    controls = json.dumps(sorted(control_tokens))  # one template per token set, whichever order it comes in
     return (
         "{%- set controls = " + controls + " -%}"
         "{%- if messages[0]['role'] not in ['system', 'developer'] -%}"
