@@ -51,7 +51,10 @@ class TrainConfig(BaseModel):
     output_dir: str = Field(description="Where checkpoints, the loss log and the loss curve go.")
     tiny: dict[str, bool | int | float] = Field(
         default_factory=dict,
-        description="TinySpec overrides when model is 'tiny' (e.g. {layers: 4, initializer_range: 0.09}); see videoqa.model.tiny.TinySpec.",
+        description=(
+            "TinySpec overrides when model is 'tiny' (e.g. {layers: 4, initializer_range: 0.09}); "
+            "see videoqa.model.tiny.TinySpec."
+        ),
     )
     video_root: str | None = Field(
         default=None, description="Base for records' relative video paths (default: the data file's folder)."
