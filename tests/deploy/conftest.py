@@ -4,9 +4,7 @@ compete with the rest of the suite for CPU); tests that stop or kill containers 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,60 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.utils.procs import reap_adopted_daemons, run_reaping
+from tests.utils.procs import run_reaping
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# ---- the images build while the rest of the suite runs -----------------------------------------------------------
-# A cold build (base image, then the gateway and engine-cpu images: several GB of wheels unpacked and committed as
-# layers) is minutes of mostly disk and one core. It starts in the background as soon as collection selects a
-# deploy test, and the deploy tests run last, so it overlaps the other tiers instead of adding to the run.
-_build: subprocess.Popen[bytes] | None = None
-_build_log = Path(os.environ.get("TMPDIR", "/tmp")) / f"videoqa-images-{os.getpid()}.log"
-
-
-@pytest.hookimpl(trylast=True)  # after `-m` has deselected: the order of what runs
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.get_closest_marker("deploy") is not None)  # stable: deploy last
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    global _build
-    wanted = any(item.get_closest_marker("deploy") for item in session.items)
-    if wanted and os.environ.get("VIDEOQA_DEPLOY_BUILD", "1") != "0" and not session.config.option.collectonly:
-        _, env = _containers_env()
-        with _build_log.open("wb") as log:
-            # Its own process group, so an aborted session kills the whole build (pytest_sessionfinish).
-            _build = subprocess.Popen(
-                ["scripts/images.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-
-@pytest.hookimpl(tryfirst=True)  # before the root conftest's check for processes the tests left running
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _build is not None and _build.poll() is None:  # the session ended before the deploy tests needed it
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(_build.pid, signal.SIGKILL)
-        _build.wait()
-
-
-def wait_for_images(timeout: float = 3600) -> None:
-    """Block until the background build is done (reaping container daemons meanwhile); raise with its log if it
-    failed. A no-op when no build was started (VIDEOQA_DEPLOY_BUILD=0: test the images already built)."""
-    if _build is None:
-        return
-    deadline = time.monotonic() + timeout
-    while _build.poll() is None:
-        if time.monotonic() > deadline:
-            os.killpg(_build.pid, signal.SIGKILL)
-            _build.wait()
-            raise TimeoutError(f"scripts/images.sh ran over {timeout:.0f} s; its log: {_build_log}")
-        reap_adopted_daemons()
-        time.sleep(0.5)
-    if _build.returncode != 0:
-        tail = _build_log.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"scripts/images.sh failed (exit {_build.returncode}); {_build_log} ends:\n{tail}")
 
 
 def _containers_env() -> tuple[str, dict[str, str]]:
@@ -141,7 +88,8 @@ def stack() -> Iterator[Stack]:
         f"http://127.0.0.1:{env.get('VIDEOQA_GATEWAY1_PORT', '8001')}",
         f"http://127.0.0.1:{env.get('VIDEOQA_GATEWAY2_PORT', '8002')}",
     )
-    wait_for_images()  # started when collection selected the deploy tests (above)
+    if os.environ.get("VIDEOQA_DEPLOY_BUILD", "1") != "0":  # 0: test the images already built (iterating)
+        run_reaping(["scripts/images.sh"], cwd=ROOT, env=env, timeout=3600)
     run_reaping(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, timeout=600)
     try:
         run_reaping(["scripts/stack.sh", "up"], cwd=ROOT, env=env, timeout=1200)
